@@ -1,0 +1,1 @@
+//! The command language shared by the control file, `admin` and `control`.

@@ -1,0 +1,150 @@
+//! AES-256-GCM-SIV seal/open with random 96-bit nonces: `nonce || ciphertext || tag`.
+
+use aes_gcm_siv::aead::{Aead, AeadInOut, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+
+use super::{CryptoError, Key32, random_bytes};
+
+/// Nonce length in bytes.
+pub const NONCE_LEN: usize = 12;
+/// Tag length in bytes.
+pub const TAG_LEN: usize = 16;
+/// Bytes added by `seal`.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// A keyed cipher, ready to seal and open many messages.
+pub struct Cipher(Aes256GcmSiv);
+
+impl Cipher {
+    /// Key the cipher.
+    pub fn new(key: &Key32) -> Self {
+        Cipher(Aes256GcmSiv::new(key.expose().into()))
+    }
+
+    /// `encrypt[key](plaintext)` with a fresh random nonce; returns
+    /// `nonce || ciphertext || tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let n = Nonce::from(nonce);
+        let ct = self
+            .0
+            .encrypt(&n, Payload { msg: plaintext, aad })
+            .map_err(|_| CryptoError::Internal("seal refused the input length".into()))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Open `nonce || ciphertext || tag`; any change is an integrity error.
+    pub fn open(&self, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < OVERHEAD {
+            return Err(CryptoError::Integrity(format!("{what}: too short")));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let mut arr = [0u8; NONCE_LEN];
+        arr.copy_from_slice(nonce);
+        self.0
+            .decrypt(&Nonce::from(arr), Payload { msg: ct, aad })
+            .map_err(|_| CryptoError::Integrity(what.to_string()))
+    }
+
+    /// Seal in place into `out` (exactly `OVERHEAD + buf.len()` bytes):
+    /// `out = nonce || ct || tag`. Used for content blocks (no allocation).
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+        if out.len() != plaintext.len() + OVERHEAD {
+            return Err(CryptoError::Internal("seal_into: wrong output length".into()));
+        }
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let (n_out, rest) = out.split_at_mut(NONCE_LEN);
+        n_out.copy_from_slice(&nonce);
+        let (ct, tag_out) = rest.split_at_mut(plaintext.len());
+        ct.copy_from_slice(plaintext);
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, ct.into())
+            .map_err(|_| CryptoError::Internal("seal refused the input length".into()))?;
+        tag_out.copy_from_slice(tag.as_slice());
+        Ok(())
+    }
+
+    /// Open `sealed = nonce || ct || tag` into `out` (exactly `sealed.len() - OVERHEAD`).
+    pub fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut [u8], what: &str) -> Result<(), CryptoError> {
+        if sealed.len() < OVERHEAD || out.len() != sealed.len() - OVERHEAD {
+            return Err(CryptoError::Integrity(format!("{what}: wrong length")));
+        }
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(&sealed[..NONCE_LEN]);
+        let ct = &sealed[NONCE_LEN..sealed.len() - TAG_LEN];
+        let tag_bytes = &sealed[sealed.len() - TAG_LEN..];
+        let tag = Tag::try_from(tag_bytes).map_err(|_| CryptoError::Integrity(what.to_string()))?;
+        out.copy_from_slice(ct);
+        self.0
+            .decrypt_inout_detached(&Nonce::from(n), aad, out.into(), &tag)
+            .map_err(|_| {
+                out.fill(0);
+                CryptoError::Integrity(what.to_string())
+            })
+    }
+}
+
+/// One-shot seal.
+pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    Cipher::new(key).seal(aad, plaintext)
+}
+
+/// One-shot open.
+pub fn open(key: &Key32, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>, CryptoError> {
+    Cipher::new(key).open(aad, sealed, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn roundtrip_and_tamper() {
+        let k = Key32::random().unwrap();
+        let s = seal(&k, b"aad", b"hello").unwrap();
+        assert_eq!(open(&k, b"aad", &s, "t").unwrap(), b"hello");
+        assert!(open(&k, b"aaX", &s, "t").is_err());
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 1;
+            assert!(open(&k, b"aad", &t, "t").is_err(), "byte {i}");
+        }
+        let k2 = Key32::random().unwrap();
+        assert!(open(&k2, b"aad", &s, "t").is_err());
+    }
+
+    #[test]
+    fn same_plaintext_differs_and_nonces_unique() {
+        let k = Key32::random().unwrap();
+        let c = Cipher::new(&k);
+        let a = c.seal(b"", &[7u8; 64]).unwrap();
+        let b = c.seal(b"", &[7u8; 64]).unwrap();
+        assert_ne!(a, b);
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            let s = c.seal(b"", b"x").unwrap();
+            assert!(seen.insert(s[..NONCE_LEN].to_vec()), "duplicate nonce");
+        }
+    }
+
+    #[test]
+    fn into_variants_match() {
+        let k = Key32::random().unwrap();
+        let c = Cipher::new(&k);
+        let pt = vec![3u8; 4096];
+        let mut out = vec![0u8; 4096 + OVERHEAD];
+        c.seal_into(b"A", &pt, &mut out).unwrap();
+        assert_eq!(c.open(b"A", &out, "b").unwrap(), pt);
+        let mut back = vec![0u8; 4096];
+        c.open_into(b"A", &out, &mut back, "b").unwrap();
+        assert_eq!(back, pt);
+        out[100] ^= 0x80;
+        assert!(c.open_into(b"A", &out, &mut back, "b").is_err());
+        assert!(back.iter().all(|b| *b == 0), "no garbage on failure");
+    }
+}

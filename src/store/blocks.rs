@@ -1,0 +1,96 @@
+//! Block files: one file per content id under `blocks/xx/`, fixed-size slots.
+//! Bytes only; the vault seals and opens them.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use super::{BLOCKS_DIR, Store, StoreError};
+use crate::format::block::SLOT;
+use crate::ids::{BlockIndex, InodeId};
+
+impl Store {
+    /// Block files are named by inode id: `blocks/<low byte hex>/<id as 16 hex>`.
+    fn block_path(&self, ino: InodeId) -> PathBuf {
+        let hex = format!("{:016x}", ino.0);
+        self.root().join(BLOCKS_DIR).join(&hex[14..]).join(hex)
+    }
+
+    /// Open (optionally creating) the block file of `ino`. Returns `None`
+    /// when it does not exist and `create` is false.
+    pub fn block_open(&self, ino: InodeId, create: bool) -> Result<Option<File>, StoreError> {
+        let p = self.block_path(ino);
+        match OpenOptions::new().read(true).write(true).open(&p) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                if let Some(dir) = p.parent() {
+                    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+                }
+                Ok(Some(
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .mode(0o600)
+                        .open(&p)?,
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete the block file of `ino` (missing is fine).
+    pub fn block_remove(&self, ino: InodeId) -> Result<(), StoreError> {
+        match std::fs::remove_file(self.block_path(ino)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every block file path (for fsck and tests).
+    pub fn block_files(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut out = Vec::new();
+        let root = self.root().join(BLOCKS_DIR);
+        for d in std::fs::read_dir(root)? {
+            let d = d?;
+            if d.file_type()?.is_dir() {
+                for f in std::fs::read_dir(d.path())? {
+                    out.push(f?.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Read slot `idx` into `buf` (SLOT bytes). Returns false when the file
+/// ends before the slot is complete (missing or truncated block).
+pub fn read_slot(f: &File, idx: BlockIndex, buf: &mut [u8]) -> Result<bool, StoreError> {
+    let off = idx.0.checked_mul(SLOT as u64).ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Write consecutive slots starting at `first`.
+pub fn write_slots(f: &File, first: BlockIndex, data: &[u8]) -> Result<(), StoreError> {
+    let off = first.0.checked_mul(SLOT as u64).ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
+    f.write_all_at(data, off)?;
+    Ok(())
+}
+
+/// Cut the file to `nslots` slots.
+pub fn truncate_slots(f: &File, nslots: u64) -> Result<(), StoreError> {
+    f.set_len(nslots.saturating_mul(SLOT as u64))?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Numbered schema migrations; `PRAGMA user_version` records how many ran.
+
+/// Migrations in order; index + 1 is the schema version after it.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: accounts, circles, trustees, keys, inode tree, file keys, xattrs, change log.
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE accounts (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    name                TEXT NOT NULL UNIQUE,
+    given_name          TEXT,
+    family_name         TEXT,
+    email               TEXT,
+    verified            INTEGER NOT NULL DEFAULT 0,
+    may_change_password INTEGER NOT NULL DEFAULT 0,
+    user_admin          INTEGER NOT NULL DEFAULT 0,
+    sysadmin            INTEGER NOT NULL DEFAULT 0,
+    kdf_m               INTEGER NOT NULL,
+    kdf_t               INTEGER NOT NULL,
+    kdf_p               INTEGER NOT NULL,
+    salt                BLOB NOT NULL,
+    sealed_secret       BLOB NOT NULL,
+    public_key          BLOB NOT NULL,
+    dir_key_wrap        BLOB NOT NULL,
+    created             INTEGER NOT NULL
+);
+CREATE TABLE circles (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name_index BLOB NOT NULL UNIQUE,
+    name_ct    BLOB NOT NULL,
+    epoch      INTEGER NOT NULL,
+    root_ino   INTEGER,
+    created    INTEGER NOT NULL
+);
+CREATE TABLE trustees (
+    circle_id  INTEGER NOT NULL REFERENCES circles(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    level      INTEGER NOT NULL,
+    PRIMARY KEY (circle_id, account_id)
+) WITHOUT ROWID;
+CREATE INDEX trustees_account ON trustees(account_id);
+CREATE TABLE circle_keys (
+    circle_id  INTEGER NOT NULL REFERENCES circles(id) ON DELETE CASCADE,
+    epoch      INTEGER NOT NULL,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    wrapped    BLOB NOT NULL,
+    PRIMARY KEY (circle_id, epoch, account_id)
+) WITHOUT ROWID;
+CREATE INDEX circle_keys_account ON circle_keys(account_id);
+CREATE TABLE inodes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    circle_id INTEGER NOT NULL REFERENCES circles(id) ON DELETE CASCADE,
+    kind      INTEGER NOT NULL,
+    epoch     INTEGER NOT NULL,
+    attrs     BLOB NOT NULL
+);
+CREATE INDEX inodes_circle ON inodes(circle_id);
+CREATE TABLE dirents (
+    parent     INTEGER NOT NULL REFERENCES inodes(id) ON DELETE CASCADE,
+    name_index BLOB NOT NULL,
+    epoch      INTEGER NOT NULL,
+    name_ct    BLOB NOT NULL,
+    ino        INTEGER NOT NULL REFERENCES inodes(id),
+    PRIMARY KEY (parent, name_index)
+) WITHOUT ROWID;
+CREATE INDEX dirents_ino ON dirents(ino);
+CREATE TABLE file_keys (
+    ino     INTEGER NOT NULL REFERENCES inodes(id) ON DELETE CASCADE,
+    keygen     INTEGER NOT NULL,
+    epoch   INTEGER NOT NULL,
+    wrapped BLOB NOT NULL,
+    PRIMARY KEY (ino, keygen)
+) WITHOUT ROWID;
+CREATE TABLE xattrs (
+    ino        INTEGER NOT NULL REFERENCES inodes(id) ON DELETE CASCADE,
+    name_index BLOB NOT NULL,
+    epoch      INTEGER NOT NULL,
+    sealed     BLOB NOT NULL,
+    PRIMARY KEY (ino, name_index)
+) WITHOUT ROWID;
+CREATE TABLE changes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    circle_id INTEGER,
+    kind      TEXT NOT NULL,
+    at        INTEGER NOT NULL
+);
+"#,
+];
