@@ -404,3 +404,17 @@ impl Vault {
         })
     }
 }
+
+impl Vault {
+    /// `circle rekey`: start a new key epoch (circle admins).
+    pub fn circle_rekey(&self, s: &Session, cname: &str) -> Result<Epoch> {
+        let e = self.store.write(|tx| {
+            let c = self.circle_by_name(tx, s, cname)?;
+            let subj = self.subject(tx, s)?;
+            authorize(&subj, Op::ManageTrustees, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            Self::rotate_in_tx(tx, &c)
+        })?;
+        s.forget_keys(None);
+        Ok(e)
+    }
+}
