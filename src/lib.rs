@@ -8,8 +8,10 @@
 pub mod cli;
 pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod error;
 pub mod format;
+pub mod fusefs;
 pub mod ids;
 pub mod level;
 pub mod store;

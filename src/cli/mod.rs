@@ -1,5 +1,7 @@
 //! Command-line interface: `init`, `admin`, `mount`, `umount`, `control`.
 
+pub mod client;
+pub mod detach;
 pub mod pass;
 
 use std::io::Write;
@@ -53,6 +55,43 @@ enum Sub {
         #[arg(long)]
         json: bool,
         /// The command, e.g. `user create bob --new-passphrase-file F`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Mount a store for one account; its circles appear as directories.
+    Mount {
+        /// Store directory.
+        store: PathBuf,
+        /// Mount point (an existing directory).
+        mountpoint: PathBuf,
+        /// Account to unlock.
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        pass: PassArgs,
+        /// Stay in the foreground (default: detach once mounted).
+        #[arg(long)]
+        foreground: bool,
+        /// Mount options: ro, rw, allow_other, threads=N.
+        #[arg(short = 'o', value_delimiter = ',')]
+        options: Vec<String>,
+        /// Append the daemon's log (RUST_LOG) to this file.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
+    /// Unmount a circlefs mount point.
+    Umount {
+        /// Mount point.
+        mountpoint: PathBuf,
+    },
+    /// Send a command through a running mount's control file (no passphrase).
+    Control {
+        /// Mount point.
+        mountpoint: PathBuf,
+        /// Print results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command, or `-` to read commands from stdin, one a line.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -151,6 +190,75 @@ fn run(cli: Cli) -> ExitCode {
                 Err(e) => emit_err(&e, json),
             }
         }
+        Sub::Mount { store, mountpoint, user, pass, foreground, options, log_file } => {
+            run_mount(store, mountpoint, user, pass, foreground, options, log_file)
+        }
+        Sub::Umount { mountpoint } => run_umount(mountpoint),
+        Sub::Control { mountpoint, json, command } => crate::cli::client::run(&mountpoint, json, &command),
+    }
+}
+
+fn run_mount(store: PathBuf, mountpoint: PathBuf, user: String, pass: PassArgs, foreground: bool, options: Vec<String>, log_file: Option<PathBuf>) -> ExitCode {
+    let r = (|| {
+        let opts = crate::daemon::MountOptions::parse(&options)?;
+        crate::daemon::sanity_checks(&store, &mountpoint)?;
+        if !foreground {
+            return crate::cli::detach::spawn_daemon(&store, &mountpoint, &user, &pass, &options, log_file.as_deref());
+        }
+        init_logging(log_file.as_deref());
+        let vault = std::sync::Arc::new(Vault::open(&store)?);
+        let p = pass.read(&user)?;
+        let session = vault.unlock(&user, &p)?;
+        drop(p);
+        let mp = mountpoint.clone();
+        crate::daemon::serve(vault, session, store.clone(), &mountpoint, &opts, move || {
+            let r = Response::ok(format!("mounted at {}", mp.display()));
+            let mut so = std::io::stdout().lock();
+            let _ = so.write_all(r.text().as_bytes());
+            let _ = so.flush();
+        })?;
+        Ok::<_, Error>(None)
+    })();
+    match r {
+        Ok(Some(resp)) => emit(&resp, false),
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => emit_err(&e, false),
+    }
+}
+
+fn init_logging(file: Option<&std::path::Path>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if let Some(f) = file {
+        if let Ok(fh) = std::fs::OpenOptions::new().create(true).append(true).open(f) {
+            b.target(env_logger::Target::Pipe(Box::new(fh)));
+        }
+    }
+    let _ = b.try_init();
+}
+
+fn run_umount(mountpoint: PathBuf) -> ExitCode {
+    let r = (|| {
+        let out = std::process::Command::new("fusermount3").arg("-u").arg("--").arg(&mountpoint).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(Response::ok(format!("unmounted {}", mountpoint.display()))),
+            Ok(o) => {
+                // Fall back to umount(2) (root), e.g. when fusermount3 refuses.
+                match nix::mount::umount(&mountpoint) {
+                    Ok(()) => Ok(Response::ok(format!("unmounted {}", mountpoint.display()))),
+                    Err(e) => Err(Error::new(
+                        crate::error::ErrorKind::BadRequest,
+                        format!("cannot unmount {}: {} ({e})", mountpoint.display(), String::from_utf8_lossy(&o.stderr).trim()),
+                    )),
+                }
+            }
+            Err(_) => nix::mount::umount(&mountpoint)
+                .map(|()| Response::ok(format!("unmounted {}", mountpoint.display())))
+                .map_err(|e| Error::new(crate::error::ErrorKind::BadRequest, format!("cannot unmount {}: {e}", mountpoint.display()))),
+        }
+    })();
+    match r {
+        Ok(r) => emit(&r, false),
+        Err(e) => emit_err(&e, false),
     }
 }
 

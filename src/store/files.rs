@@ -235,3 +235,40 @@ impl Tx<'_> {
         Ok(n > 0)
     }
 }
+
+impl Tx<'_> {
+    /// Entries of a directory with each target's kind, ordered by index,
+    /// starting after `after`, at most `limit`.
+    pub fn dirent_list_kinds(&self, parent: InodeId, after: Option<&[u8]>, limit: i64) -> Result<Vec<(DirentRow, u8)>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT d.parent, d.name_index, d.epoch, d.name_ct, d.ino, i.kind FROM dirents d JOIN inodes i ON i.id = d.ino \
+             WHERE d.parent = ?1 AND (?2 IS NULL OR d.name_index > ?2) ORDER BY d.name_index LIMIT ?3",
+        )?;
+        let v = st
+            .query_map(params![parent.0, after, limit], |r| Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// Inodes of no directory entry that are not a circle root (left by a
+    /// crash while a deleted file was still open).
+    pub fn orphan_inodes(&self) -> Result<Vec<InodeId>, StoreError> {
+        let mut st = self.c.prepare(
+            "SELECT i.id FROM inodes i WHERE NOT EXISTS (SELECT 1 FROM dirents d WHERE d.ino = i.id) \
+             AND NOT EXISTS (SELECT 1 FROM circles c WHERE c.root_ino = i.id)",
+        )?;
+        let v = st
+            .query_map([], |r| Ok(InodeId(r.get(0)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// Highest key generation recorded for an inode (0 when none).
+    pub fn file_key_max(&self, ino: InodeId) -> Result<KeyGen, StoreError> {
+        let v: i64 = self
+            .c
+            .prepare_cached("SELECT COALESCE(MAX(keygen), 0) FROM file_keys WHERE ino = ?1")?
+            .query_row([ino.0], |r| r.get(0))?;
+        Ok(KeyGen(v.clamp(0, u32::MAX as i64) as u32))
+    }
+}

@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod circles;
 pub mod keys;
 pub mod session;
+pub mod workspace;
 
 use std::path::Path;
 

@@ -1,0 +1,145 @@
+//! The mount lifecycle: sanity checks, hardening, the FUSE session, signal
+//! handling, change polling and a clean unmount.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::fusefs::{CircleFs, poll_changes};
+use crate::vault::workspace::Workspace;
+use crate::vault::{Session, Vault};
+
+/// Mount options.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Read-only mount.
+    pub read_only: bool,
+    /// Let other local users in (kernel permission checks apply).
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+impl MountOptions {
+    /// Parse `-o a,b,c`.
+    pub fn parse(list: &[String]) -> Result<MountOptions> {
+        let mut o = MountOptions { threads: 2, ..Default::default() };
+        for item in list.iter().flat_map(|s| s.split(',')) {
+            match item.trim() {
+                "" => {}
+                "ro" => o.read_only = true,
+                "rw" => o.read_only = false,
+                "allow_other" => o.allow_other = true,
+                x if x.starts_with("threads=") => {
+                    o.threads = x[8..]
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| Error::new(ErrorKind::BadRequest, format!("bad mount option {x}")))?;
+                }
+                x => return err(ErrorKind::BadRequest, format!("unknown mount option {x} (ro, rw, allow_other, threads=N)")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Refuse a store that is group/world accessible or reachable through the mount.
+pub fn sanity_checks(store: &Path, mountpoint: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(store).map_err(|e| Error::new(ErrorKind::NotFound, format!("store {}: {e}", store.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return err(
+            ErrorKind::Forbidden,
+            format!("store {} is accessible to other users (mode {:o}); chmod 700 it", store.display(), meta.permissions().mode() & 0o777),
+        );
+    }
+    let mp = std::fs::canonicalize(mountpoint).map_err(|e| Error::new(ErrorKind::NotFound, format!("mount point {}: {e}", mountpoint.display())))?;
+    if !mp.is_dir() {
+        return err(ErrorKind::BadRequest, format!("mount point {} is not a directory", mp.display()));
+    }
+    let st = std::fs::canonicalize(store)?;
+    if st.starts_with(&mp) || mp.starts_with(&st) {
+        return err(
+            ErrorKind::Forbidden,
+            "the store lies inside the mount point (or the reverse): its ciphertext would be reachable through the mount",
+        );
+    }
+    Ok(())
+}
+
+/// Best-effort hardening: no core dumps, not ptrace-attachable by the same uid.
+pub fn harden() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log::warn!("PR_SET_DUMPABLE failed: {e}");
+    }
+    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0) {
+        log::warn!("RLIMIT_CORE failed: {e}");
+    }
+}
+
+/// Mount and serve until unmounted or signalled. `ready` is called once the
+/// kernel mount exists.
+pub fn serve(vault: Arc<Vault>, session: Session, store: PathBuf, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
+    harden();
+    let session = Arc::new(session);
+    let ws = Arc::new(Workspace::new(vault, session, opts.read_only)?);
+    let fs = CircleFs::new(ws.clone());
+    let notifier = fs.notifier_slot();
+    let mut mount_options = vec![
+        MountOption::FSName(format!("circlefs:{}", store.display())),
+        MountOption::Subtype("circlefs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if opts.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(opts.threads.max(1));
+    let mut fsession = fuser::Session::new(fs, mountpoint, &config).map_err(|e| Error::new(ErrorKind::Internal, format!("mount failed: {e}")))?;
+    let _ = notifier.set(fsession.notifier());
+    let mut unmounter = fsession.unmount_callable();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Signals: unmount cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP])
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("signals: {e}")))?;
+    let sig_handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                log::error!("unmount failed: {e}");
+            }
+        }
+    });
+
+    // Membership changes made by other processes.
+    {
+        let ws = ws.clone();
+        let stop = stop.clone();
+        let notifier = notifier.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                poll_changes(&ws, &notifier);
+            }
+        });
+    }
+
+    ready();
+    let r = fsession.run();
+    stop.store(true, Ordering::Relaxed);
+    sig_handle.close();
+    if let Err(e) = ws.shutdown() {
+        log::error!("final flush failed: {e}");
+    }
+    r.map_err(|e| Error::new(ErrorKind::Internal, format!("FUSE session: {e}")))
+}

@@ -1,0 +1,642 @@
+//! The FUSE adapter: decodes kernel requests, calls the workspace (or the
+//! control file), replies. Never SQL, never crypto.
+
+pub mod attr;
+pub mod ctl;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+
+use crate::error::{Error, ErrorKind};
+use crate::format::attrs::Kind;
+use crate::ids::InodeId;
+use crate::vault::workspace::{Caller, Node, NewNode, RenameMode, SetAttr, Workspace};
+
+use attr::{CTL_DIR, CTL_FILE, INO_OFFSET, ROOT, to_attr, virtual_attr, walltime};
+use ctl::CtlHandle;
+
+/// Attribute and entry cache time. Zero: every stat reaches the daemon, so
+/// changes made through other names, mounts or the control file show at once.
+const TTL: Duration = Duration::ZERO;
+/// Name of the virtual directory at the top of the mount.
+pub const CTL_DIR_NAME: &str = ".circlefs";
+/// Name of the control file inside it.
+pub const CTL_FILE_NAME: &str = "control";
+
+enum Handle {
+    File { ino: InodeId, append: bool },
+    Dir(Vec<(u64, FileType, Vec<u8>)>),
+    Ctl(CtlHandle),
+}
+
+/// The mounted filesystem.
+pub struct CircleFs {
+    ws: Arc<Workspace>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// Last control responses of this mount's account.
+    last: Mutex<Vec<u8>>,
+    owner: (u32, u32),
+    started: SystemTime,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+fn errno(e: &Error) -> Errno {
+    if e.kind == ErrorKind::Integrity {
+        log::error!("{e}");
+    } else {
+        log::debug!("{e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn store_ino(ino: INodeNo) -> Option<InodeId> {
+    (ino.0 >= INO_OFFSET).then(|| InodeId((ino.0 - INO_OFFSET) as i64))
+}
+
+fn fuse_ino(i: InodeId) -> u64 {
+    i.0 as u64 + INO_OFFSET
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+fn time_of(t: TimeOrNow) -> crate::format::attrs::Time {
+    match t {
+        TimeOrNow::Now => crate::format::attrs::Time::now(),
+        TimeOrNow::SpecificTime(s) => walltime(s),
+    }
+}
+
+impl CircleFs {
+    /// A filesystem over `ws`, owned by the mounting uid/gid.
+    pub fn new(ws: Arc<Workspace>) -> CircleFs {
+        CircleFs {
+            ws,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            last: Mutex::new(Vec::new()),
+            owner: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+            started: SystemTime::now(),
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The slot for the session's notifier (set once the session exists).
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    fn root_attr(&self) -> fuser::FileAttr {
+        virtual_attr(ROOT, true, 0o755, 3, self.owner.0, self.owner.1, self.started)
+    }
+
+    fn ctl_dir_attr(&self) -> fuser::FileAttr {
+        virtual_attr(CTL_DIR, true, 0o700, 2, self.owner.0, self.owner.1, self.started)
+    }
+
+    fn ctl_file_attr(&self) -> fuser::FileAttr {
+        virtual_attr(CTL_FILE, false, 0o600, 1, self.owner.0, self.owner.1, self.started)
+    }
+
+    fn add_handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.handles.lock() {
+            m.insert(fh, h);
+        }
+        FileHandle(fh)
+    }
+
+    fn virtual_attr(&self, ino: INodeNo) -> Option<fuser::FileAttr> {
+        match ino.0 {
+            ROOT => Some(self.root_attr()),
+            CTL_DIR => Some(self.ctl_dir_attr()),
+            CTL_FILE => Some(self.ctl_file_attr()),
+            _ => None,
+        }
+    }
+
+    fn entry(reply: ReplyEntry, r: Result<Node, Error>) {
+        match r {
+            Ok(n) => reply.entry(&TTL, &to_attr(&n), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Membership may have changed: refresh and drop the kernel's view of the root.
+    fn membership_changed(&self) {
+        if let Err(e) = self.ws.refresh(true) {
+            log::warn!("refresh after a control command failed: {e}");
+        }
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_inode(INodeNo(ROOT), 0, 0);
+        }
+    }
+
+
+    fn create_in(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, what: NewNode) -> Result<Node, Error> {
+        let Some(p) = store_ino(parent) else {
+            return Err(Error::new(ErrorKind::NotPermitted, "the top level holds circles only; use circle create"));
+        };
+        self.ws.create_node(p, name.as_bytes(), mode, what, caller(req))
+    }
+}
+
+impl Filesystem for CircleFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.ws.shutdown() {
+            log::error!("shutdown: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match parent.0 {
+            ROOT => {
+                if name.as_bytes() == CTL_DIR_NAME.as_bytes() {
+                    return reply.entry(&TTL, &self.ctl_dir_attr(), Generation(0));
+                }
+                let found = self.ws.circles().map(|cs| cs.into_iter().find(|c| c.name.0.as_bytes() == name.as_bytes()));
+                match found {
+                    Ok(Some(c)) => Self::entry(reply, self.ws.getattr(c.root)),
+                    Ok(None) => reply.error(Errno::ENOENT),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            CTL_DIR => {
+                if name.as_bytes() == CTL_FILE_NAME.as_bytes() {
+                    reply.entry(&TTL, &self.ctl_file_attr(), Generation(0));
+                } else {
+                    reply.error(Errno::ENOENT);
+                }
+            }
+            CTL_FILE => reply.error(Errno::ENOTDIR),
+            _ => match store_ino(parent) {
+                Some(p) => Self::entry(reply, self.ws.lookup(p, name.as_bytes())),
+                None => reply.error(Errno::ENOENT),
+            },
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(a) = self.virtual_attr(ino) {
+            return reply.attr(&TTL, &a);
+        }
+        match store_ino(ino).map(|i| self.ws.getattr(i)) {
+            Some(Ok(n)) => reply.attr(&TTL, &to_attr(&n)),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if ino.0 == CTL_FILE {
+            // `echo ... > control` truncates first: accepted, nothing to change.
+            return reply.attr(&TTL, &self.ctl_file_attr());
+        }
+        let Some(i) = store_ino(ino) else {
+            return reply.error(Errno::EPERM);
+        };
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_of),
+            mtime: mtime.map(time_of),
+            ctime: ctime.map(walltime),
+        };
+        match self.ws.setattr(i, &s, caller(req)) {
+            Ok(n) => reply.attr(&TTL, &to_attr(&n)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match store_ino(ino).map(|i| self.ws.readlink(i)) {
+            Some(Ok(t)) => reply.data(&t),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::EINVAL),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let what = if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+            NewNode::File
+        } else {
+            NewNode::Special(rdev)
+        };
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        Self::entry(reply, self.create_in(req, parent, name, mode, what));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        Self::entry(reply, self.create_in(req, parent, name, mode & 0o7777 & !umask, NewNode::Dir));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), false)) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::EPERM),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), true)) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::EPERM),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let t = target.as_os_str().as_bytes().to_vec();
+        Self::entry(reply, self.create_in(req, parent, link_name, 0o777, NewNode::Symlink(t)));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(p), Some(np)) = (store_ino(parent), store_ino(newparent)) else {
+            return reply.error(Errno::EPERM);
+        };
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.ws.rename(p, name.as_bytes(), np, newname.as_bytes(), mode) {
+            Ok(()) => reply.ok(),
+            Err(e) if e.detail == "rename across circles" => reply.error(Errno::EXDEV),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match (store_ino(ino), store_ino(newparent)) {
+            (Some(i), Some(np)) => Self::entry(reply, self.ws.link(i, np, newname.as_bytes())),
+            _ => reply.error(Errno::EPERM),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == CTL_FILE {
+            let fh = self.add_handle(Handle::Ctl(CtlHandle::default()));
+            return reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO);
+        }
+        let Some(i) = store_ino(ino) else {
+            return reply.error(Errno::EISDIR);
+        };
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let trunc = flags.0 & libc::O_TRUNC != 0;
+        match self.ws.open(i, write, trunc) {
+            Ok(()) => {
+                let fh = self.add_handle(Handle::File { ino: i, append: flags.0 & libc::O_APPEND != 0 });
+                reply.opened(fh, FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino.0 == CTL_FILE {
+            let Ok(mut hs) = self.handles.lock() else {
+                return reply.error(Errno::EIO);
+            };
+            let Some(Handle::Ctl(h)) = hs.get_mut(&fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
+            if !h.wrote && !h.snap {
+                h.out = self.last.lock().map(|l| l.clone()).unwrap_or_default();
+                h.snap = true;
+            }
+            let start = (offset as usize).min(h.out.len());
+            let end = start.saturating_add(size as usize).min(h.out.len());
+            return reply.data(&h.out[start..end]);
+        }
+        match store_ino(ino).map(|i| self.ws.read(i, offset, size)) {
+            Some(Ok(d)) => reply.data(&d),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::EISDIR),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino.0 == CTL_FILE {
+            let produced = {
+                let Ok(mut hs) = self.handles.lock() else {
+                    return reply.error(Errno::EIO);
+                };
+                let Some(Handle::Ctl(h)) = hs.get_mut(&fh.0) else {
+                    return reply.error(Errno::EBADF);
+                };
+                h.write(&self.ws, data)
+            };
+            self.control_done(produced);
+            return reply.written(data.len() as u32);
+        }
+        let append = match self.handles.lock() {
+            Ok(hs) => matches!(hs.get(&fh.0), Some(Handle::File { append: true, .. })),
+            Err(_) => false,
+        };
+        let Some(i) = store_ino(ino) else {
+            return reply.error(Errno::EISDIR);
+        };
+        let offset = if append {
+            match self.ws.getattr(i) {
+                Ok(n) => n.attrs.size,
+                Err(e) => return reply.error(errno(&e)),
+            }
+        } else {
+            offset
+        };
+        match self.ws.write(i, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        if ino.0 == CTL_FILE {
+            let produced = match self.handles.lock() {
+                Ok(mut hs) => match hs.get_mut(&fh.0) {
+                    Some(Handle::Ctl(h)) => h.finish(&self.ws),
+                    _ => (Vec::new(), false),
+                },
+                Err(_) => (Vec::new(), false),
+            };
+            self.control_done(produced);
+            return reply.ok();
+        }
+        match store_ino(ino).map(|i| self.ws.flush(i)) {
+            Some(Err(e)) => reply.error(errno(&e)),
+            _ => reply.ok(),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = self.handles.lock().ok().and_then(|mut m| m.remove(&fh.0));
+        match h {
+            Some(Handle::Ctl(mut c)) => {
+                let produced = c.finish(&self.ws);
+                self.control_done(produced);
+                reply.ok()
+            }
+            Some(Handle::File { ino: i, .. }) => match self.ws.release(i) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            },
+            _ => {
+                let _ = ino;
+                reply.ok()
+            }
+        }
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match store_ino(ino).map(|i| self.ws.fsync(i)) {
+            Some(Err(e)) => reply.error(errno(&e)),
+            _ => reply.ok(),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let entries: Result<Vec<(u64, FileType, Vec<u8>)>, Error> = match ino.0 {
+            ROOT => self.ws.circles().map(|cs| {
+                let mut v = vec![
+                    (ROOT, FileType::Directory, b".".to_vec()),
+                    (ROOT, FileType::Directory, b"..".to_vec()),
+                    (CTL_DIR, FileType::Directory, CTL_DIR_NAME.as_bytes().to_vec()),
+                ];
+                v.extend(cs.into_iter().map(|c| (fuse_ino(c.root), FileType::Directory, c.name.0.into_bytes())));
+                v
+            }),
+            CTL_DIR => Ok(vec![
+                (CTL_DIR, FileType::Directory, b".".to_vec()),
+                (ROOT, FileType::Directory, b"..".to_vec()),
+                (CTL_FILE, FileType::RegularFile, CTL_FILE_NAME.as_bytes().to_vec()),
+            ]),
+            _ => match store_ino(ino) {
+                None => Err(Error::new(ErrorKind::NotDir, "not a directory")),
+                Some(i) => self.ws.readdir(i).and_then(|list| {
+                    let parent = self.ws.parent_of(i)?.map(fuse_ino).unwrap_or(ROOT);
+                    let mut v = vec![(ino.0, FileType::Directory, b".".to_vec()), (parent, FileType::Directory, b"..".to_vec())];
+                    v.extend(list.into_iter().map(|d| (fuse_ino(d.ino), attr::file_type(d.kind, kind_mode(d.kind)), d.name)));
+                    Ok(v)
+                }),
+            },
+        };
+        match entries {
+            Ok(v) => reply.opened(self.add_handle(Handle::Dir(v)), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Ok(hs) = self.handles.lock() else {
+            return reply.error(Errno::EIO);
+        };
+        let Some(Handle::Dir(v)) = hs.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (k, (ino, kind, name)) in v.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), (k + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        let _ = (req, ino, fh, offset);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        if let Ok(mut m) = self.handles.lock() {
+            m.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Directory changes are SQLite transactions committed with synchronous=FULL.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.ws.statfs() {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if self.virtual_attr(ino).is_some() {
+            return reply.ok();
+        }
+        let Some(i) = store_ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.ws.level_of(i) {
+            Ok(l) if mask.contains(AccessFlags::W_OK) && !l.permits(crate::level::TrustLevel::Write) => reply.error(Errno::EACCES),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let r = self
+            .create_in(req, parent, name, libc::S_IFREG | (mode & 0o7777 & !umask), NewNode::File)
+            .and_then(|n| {
+                self.ws.open(n.ino, true, false)?;
+                Ok(n)
+            });
+        match r {
+            Ok(n) => {
+                let fh = self.add_handle(Handle::File { ino: n.ino, append: flags & libc::O_APPEND != 0 });
+                reply.created(&TTL, &to_attr(&n), Generation(0), fh, FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        match store_ino(ino).map(|i| self.ws.fallocate(i, offset, length, mode)) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::EOPNOTSUPP),
+        }
+    }
+}
+
+fn kind_mode(k: Kind) -> u32 {
+    match k {
+        Kind::Special => libc::S_IFIFO,
+        _ => 0,
+    }
+}
+
+impl CircleFs {
+    fn control_done(&self, produced: (Vec<u8>, bool)) {
+        let (out, mutated) = produced;
+        if !out.is_empty() {
+            if let Ok(mut l) = self.last.lock() {
+                *l = out;
+            }
+        }
+        if mutated {
+            self.membership_changed();
+        }
+    }
+}
+
+/// Poll for changes made by other processes; invalidate the root when the
+/// circle set changed. Called periodically by the daemon.
+pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
+    match ws.refresh(false) {
+        Ok(true) => {
+            if let Some(n) = notifier.get() {
+                let _ = n.inval_inode(INodeNo(ROOT), 0, 0);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => log::warn!("change poll failed: {e}"),
+    }
+}

@@ -1,0 +1,511 @@
+//! File content: open-file state, block read/write with read-modify-write,
+//! truncate, flush and fsync, key generations.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use crate::crypto::aead::Cipher;
+use crate::crypto::{Key32, aead::OVERHEAD};
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::format::aad;
+use crate::format::attrs::{Attrs, Kind, Time};
+use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, parse_slot, put_header};
+use crate::ids::{BlockIndex, Epoch, InodeId, KeyGen};
+use crate::store::blocks::{read_slot, truncate_slots, write_slots};
+
+use super::{CircleAccess, Op, Workspace, lock};
+
+/// Largest file size accepted (keeps offsets far from overflow).
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+
+/// State of an open (or recently used) file, shared by all its handles.
+pub struct OpenFile {
+    access: Arc<CircleAccess>,
+    attrs: Attrs,
+    dirty: bool,
+    opens: u32,
+    unlinked: bool,
+    file: Option<File>,
+    ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
+}
+
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenFile(size {}, opens {})", self.attrs.size, self.opens)
+    }
+}
+
+impl Workspace {
+    pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
+        Ok(lock(&self.open)?.contains_key(&ino))
+    }
+
+    /// Live attributes of an open file.
+    pub(super) fn open_attrs(&self, ino: InodeId) -> Result<Option<Attrs>> {
+        let f = lock(&self.open)?.get(&ino).cloned();
+        match f {
+            Some(f) => Ok(Some(lock(&f)?.attrs.clone())),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn mark_unlinked(&self, ino: InodeId) -> Result<()> {
+        let f = lock(&self.open)?.get(&ino).cloned();
+        if let Some(f) = f {
+            lock(&f)?.unlinked = true;
+        }
+        Ok(())
+    }
+
+    /// Change an inode's attributes and save them at once (through the open
+    /// state when the file is open, so a later flush does not undo it).
+    pub(super) fn update_attrs(&self, a: &CircleAccess, ino: InodeId, f: impl FnOnce(&mut Attrs) -> Result<()>) -> Result<()> {
+        let open = lock(&self.open)?.get(&ino).cloned();
+        if let Some(of) = open {
+            let mut st = lock(&of)?;
+            f(&mut st.attrs)?;
+            let attrs = st.attrs.clone();
+            let access = st.access.clone();
+            self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+            return Ok(());
+        }
+        self.vault.store().write(|tx| {
+            let row = tx
+                .inode_get(ino)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+            let mut attrs = a.keys.open_attrs(&row)?;
+            f(&mut attrs)?;
+            Self::save_attrs(tx, a, ino, &attrs)
+        })
+    }
+
+    /// Open a file (or directory); `write` checks the write level.
+    pub fn open(&self, ino: InodeId, write: bool, truncate: bool) -> Result<()> {
+        let of = self.get_or_load(ino)?;
+        {
+            let mut st = lock(&of)?;
+            self.check(&st.access, if write { Op::WriteFiles } else { Op::ReadFiles })?;
+            st.opens += 1;
+        }
+        if truncate && write {
+            self.truncate(ino, 0)?;
+        }
+        Ok(())
+    }
+
+    fn get_or_load(&self, ino: InodeId) -> Result<Arc<Mutex<OpenFile>>> {
+        if let Some(f) = lock(&self.open)?.get(&ino) {
+            return Ok(f.clone());
+        }
+        let (attrs, access) = self.vault.store().read(|tx| {
+            let (row, a) = self.row(tx, ino)?;
+            Ok::<_, Error>((a.keys.open_attrs(&row)?, a))
+        })?;
+        let mut map = lock(&self.open)?;
+        let of = map
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(OpenFile {
+                    access,
+                    attrs,
+                    dirty: false,
+                    opens: 0,
+                    unlinked: false,
+                    file: None,
+                    ciphers: HashMap::new(),
+                }))
+            })
+            .clone();
+        Ok(of)
+    }
+
+    fn loaded(&self, ino: InodeId) -> Result<Arc<Mutex<OpenFile>>> {
+        self.get_or_load(ino)
+    }
+
+    /// Close one handle: flush, and at the last close of an unlinked file
+    /// destroy its keys and blocks.
+    pub fn release(&self, ino: InodeId) -> Result<()> {
+        let Some(of) = lock(&self.open)?.get(&ino).cloned() else {
+            return Ok(());
+        };
+        let res = self.flush_file(ino, &of, false);
+        let (last, unlinked) = {
+            let mut st = lock(&of)?;
+            st.opens = st.opens.saturating_sub(1);
+            (st.opens == 0, st.unlinked)
+        };
+        if last {
+            lock(&self.open)?.remove(&ino);
+            if unlinked {
+                let gone = self.vault.store().write(|tx| {
+                    if tx.dirent_links(ino)? == 0 {
+                        tx.inode_delete(ino)?;
+                        return Ok::<_, Error>(true);
+                    }
+                    Ok(false)
+                })?;
+                if gone {
+                    self.vault.store().block_remove(ino)?;
+                }
+            }
+        }
+        res
+    }
+
+    /// Persist a file's attributes (and with `sync`, its blocks first).
+    pub(super) fn flush_file(&self, ino: InodeId, of: &Arc<Mutex<OpenFile>>, sync: bool) -> Result<()> {
+        let mut st = lock(of)?;
+        if sync {
+            if let Some(f) = &st.file {
+                f.sync_data()?;
+            }
+        }
+        if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
+            st.dirty = false;
+            return Ok(());
+        }
+        let attrs = st.attrs.clone();
+        let access = st.access.clone();
+        self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        st.dirty = false;
+        Ok(())
+    }
+
+    /// flush(2) on a handle.
+    pub fn flush(&self, ino: InodeId) -> Result<()> {
+        let of = lock(&self.open)?.get(&ino).cloned();
+        match of {
+            Some(of) => self.flush_file(ino, &of, false),
+            None => Ok(()),
+        }
+    }
+
+    /// fsync(2): blocks then the record, durably.
+    pub fn fsync(&self, ino: InodeId) -> Result<()> {
+        let of = lock(&self.open)?.get(&ino).cloned();
+        match of {
+            Some(of) => self.flush_file(ino, &of, true),
+            None => Ok(()),
+        }
+    }
+
+    fn block_file<'a>(&self, ino: InodeId, st: &'a mut OpenFile, create: bool) -> Result<Option<&'a File>> {
+        if st.file.is_none() {
+            st.file = self.vault.store().block_open(ino, create)?;
+        }
+        Ok(st.file.as_ref())
+    }
+
+    /// The cipher of key generation `g` of this file.
+    fn cipher<'a>(&self, ino: InodeId, st: &'a mut OpenFile, g: KeyGen) -> Result<&'a Cipher> {
+        if !st.ciphers.contains_key(&g) {
+            let (epoch, wrapped) = self
+                .vault
+                .store()
+                .read(|tx| tx.file_key_get(ino, g))?
+                .ok_or_else(|| Error::new(ErrorKind::Integrity, format!("no file key for generation {g}")))?;
+            let k = st.access.keys.epoch(epoch)?;
+            let raw = k
+                .file_wrap
+                .open(&aad::file_key(st.access.row.id, ino, g, epoch), &wrapped, "file key")?;
+            let key = Key32::from_slice(&raw)?;
+            let mut raw = raw;
+            zeroize::Zeroize::zeroize(&mut raw);
+            st.ciphers.insert(g, (epoch, Cipher::new(&key)));
+        }
+        st.ciphers
+            .get(&g)
+            .map(|(_, c)| c)
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "cipher cache"))
+    }
+
+    /// Make sure the file's current generation is wrapped under the circle's
+    /// current epoch; otherwise start a new generation (after a revocation,
+    /// nothing new is written under a key a removed trustee could hold).
+    fn ensure_write_key(&self, ino: InodeId, st: &mut OpenFile) -> Result<KeyGen> {
+        let current = st.access.keys.current;
+        let g = st.attrs.keygen;
+        if g.0 != 0 {
+            self.cipher(ino, st, g)?;
+            if st.ciphers.get(&g).is_some_and(|(e, _)| *e == current) {
+                return Ok(g);
+            }
+        }
+        let key = Key32::random()?;
+        let access = st.access.clone();
+        let k = access.keys.cur()?;
+        let ng = self.vault.store().write(|tx| {
+            let max = tx.file_key_max(ino)?;
+            let ng = KeyGen(
+                max.0
+                    .max(g.0)
+                    .checked_add(1)
+                    .ok_or_else(|| Error::new(ErrorKind::Internal, "key generations exhausted"))?,
+            );
+            let wrapped = k.file_wrap.seal(&aad::file_key(access.row.id, ino, ng, current), key.expose())?;
+            tx.file_key_insert(ino, ng, current, &wrapped)?;
+            Ok::<_, Error>(ng)
+        })?;
+        st.ciphers.insert(ng, (current, Cipher::new(&key)));
+        st.attrs.keygen = ng;
+        st.dirty = true;
+        Ok(ng)
+    }
+
+    /// Decrypt block `i` from `slot` into `out` (BLOCK_SIZE bytes).
+    fn open_block(&self, ino: InodeId, st: &mut OpenFile, i: u64, slot: &[u8], out: &mut [u8]) -> Result<()> {
+        let (g, sealed) = parse_slot(slot)?;
+        let circle = st.access.row.id;
+        let content = st.attrs.content;
+        let c = self.cipher(ino, st, g)?;
+        c.open_into(&aad::block(circle, &content, g, BlockIndex(i)), sealed, out, "content block")
+            .map_err(|e| {
+                log::error!("integrity failure in inode {ino} block {i}");
+                Error::from(e)
+            })
+    }
+
+    /// Read up to `size` bytes at `offset`.
+    pub fn read(&self, ino: InodeId, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let of = self.loaded(ino)?;
+        let mut st = lock(&of)?;
+        self.check(&st.access, Op::ReadFiles)?;
+        if st.attrs.kind != Kind::File {
+            return err(ErrorKind::IsDir, "not a regular file");
+        }
+        let fsize = st.attrs.size;
+        if offset >= fsize || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = fsize.min(offset.saturating_add(size as u64));
+        let bs = BLOCK_SIZE as u64;
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        let n = (last - first + 1) as usize;
+        let mut out = vec![0u8; (end - offset) as usize];
+        // One read for the whole run of slots.
+        let mut raw = vec![0u8; n * SLOT];
+        let have = {
+            let f = self.block_file(ino, &mut st, false)?;
+            match f {
+                Some(f) => read_run(f, first, &mut raw)?,
+                None => 0,
+            }
+        };
+        let mut pt = vec![0u8; BLOCK_SIZE];
+        for k in 0..n {
+            let i = first + k as u64;
+            let bstart = i * bs;
+            let lo = offset.max(bstart);
+            let hi = end.min(bstart + bs);
+            let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
+            if !st.attrs.extents.contains(i) {
+                dst.fill(0);
+                continue;
+            }
+            if (k + 1) * SLOT > have {
+                log::error!("inode {ino} block {i} is missing (truncated block file)");
+                return err(ErrorKind::Integrity, "content block missing");
+            }
+            self.open_block(ino, &mut st, i, &raw[k * SLOT..(k + 1) * SLOT], &mut pt)?;
+            dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);
+        }
+        pt.fill(0);
+        Ok(out)
+    }
+
+    /// Write `data` at `offset`; returns the bytes written.
+    pub fn write(&self, ino: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::new(ErrorKind::TooBig, "file too large"))?;
+        let of = self.loaded(ino)?;
+        let mut st = lock(&of)?;
+        self.check(&st.access, Op::WriteFiles)?;
+        if st.attrs.kind != Kind::File {
+            return err(ErrorKind::IsDir, "not a regular file");
+        }
+        let g = self.ensure_write_key(ino, &mut st)?;
+        let bs = BLOCK_SIZE as u64;
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        let n = (last - first + 1) as usize;
+        let old_blocks = blocks_for(st.attrs.size);
+        // Existing content of partially covered edge blocks.
+        let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
+        for i in [first, last] {
+            let bstart = i * bs;
+            let covers_all = offset <= bstart && end >= bstart + bs;
+            if covers_all || edge.contains_key(&i) || !st.attrs.extents.contains(i) || i >= old_blocks {
+                continue;
+            }
+            let mut slot = vec![0u8; SLOT];
+            let ok = match self.block_file(ino, &mut st, false)? {
+                Some(f) => read_slot(f, BlockIndex(i), &mut slot)?,
+                None => false,
+            };
+            if !ok {
+                return err(ErrorKind::Integrity, "content block missing");
+            }
+            let mut pt = vec![0u8; BLOCK_SIZE];
+            self.open_block(ino, &mut st, i, &slot, &mut pt)?;
+            edge.insert(i, pt);
+        }
+        let circle = st.access.row.id;
+        let content = st.attrs.content;
+        let mut out = vec![0u8; n * SLOT];
+        let mut pt = vec![0u8; BLOCK_SIZE];
+        {
+            let c = self.cipher(ino, &mut st, g)?;
+            for k in 0..n {
+                let i = first + k as u64;
+                let bstart = i * bs;
+                match edge.get(&i) {
+                    Some(old) => pt.copy_from_slice(old),
+                    None => pt.fill(0),
+                }
+                let lo = offset.max(bstart);
+                let hi = end.min(bstart + bs);
+                pt[(lo - bstart) as usize..(hi - bstart) as usize]
+                    .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
+                let slot = &mut out[k * SLOT..(k + 1) * SLOT];
+                put_header(slot, g);
+                c.seal_into(&aad::block(circle, &content, g, BlockIndex(i)), &pt, &mut slot[HEADER..])?;
+            }
+        }
+        pt.fill(0);
+        for v in edge.values_mut() {
+            v.fill(0);
+        }
+        let f = self
+            .block_file(ino, &mut st, true)?
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "block file could not be created"))?;
+        write_slots(f, BlockIndex(first), &out)?;
+        let now = Time::now();
+        st.attrs.extents.add(first, last + 1);
+        st.attrs.size = st.attrs.size.max(end);
+        st.attrs.mtime = now;
+        st.attrs.ctime = now;
+        // Writing by a non-owner would clear setuid; the kernel asks for that
+        // through setattr, so nothing to do here.
+        st.dirty = true;
+        Ok(data.len())
+    }
+
+    /// Set the size (shrink: drop blocks, zero the tail of the new last block).
+    pub fn truncate(&self, ino: InodeId, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return err(ErrorKind::TooBig, "file too large");
+        }
+        let of = self.loaded(ino)?;
+        let mut st = lock(&of)?;
+        self.check(&st.access, Op::WriteFiles)?;
+        if st.attrs.kind == Kind::Dir {
+            return err(ErrorKind::IsDir, "is a directory");
+        }
+        if st.attrs.kind != Kind::File {
+            return err(ErrorKind::Invalid, "not a regular file");
+        }
+        let old = st.attrs.size;
+        if size < old {
+            let nb = blocks_for(size);
+            let tail = (size % BLOCK_SIZE as u64) as usize;
+            let keep_partial = tail != 0 && st.attrs.extents.contains(nb - 1);
+            let mut pt = vec![0u8; BLOCK_SIZE];
+            if keep_partial {
+                let mut slot = vec![0u8; SLOT];
+                let ok = match self.block_file(ino, &mut st, false)? {
+                    Some(f) => read_slot(f, BlockIndex(nb - 1), &mut slot)?,
+                    None => false,
+                };
+                if !ok {
+                    return err(ErrorKind::Integrity, "content block missing");
+                }
+                self.open_block(ino, &mut st, nb - 1, &slot, &mut pt)?;
+                pt[tail..].fill(0);
+            }
+            st.attrs.extents.truncate(nb);
+            if let Some(f) = self.block_file(ino, &mut st, false)? {
+                truncate_slots(f, nb)?;
+            }
+            if keep_partial {
+                let g = self.ensure_write_key(ino, &mut st)?;
+                let circle = st.access.row.id;
+                let content = st.attrs.content;
+                let mut slot = vec![0u8; SLOT];
+                put_header(&mut slot, g);
+                let c = self.cipher(ino, &mut st, g)?;
+                c.seal_into(&aad::block(circle, &content, g, BlockIndex(nb - 1)), &pt, &mut slot[HEADER..])?;
+                pt.fill(0);
+                if let Some(f) = self.block_file(ino, &mut st, true)? {
+                    write_slots(f, BlockIndex(nb - 1), &slot)?;
+                }
+            }
+        }
+        let now = Time::now();
+        st.attrs.size = size;
+        st.attrs.mtime = now;
+        st.attrs.ctime = now;
+        st.dirty = true;
+        let attrs = st.attrs.clone();
+        let access = st.access.clone();
+        drop(st);
+        // Truncation is a metadata change: persist it now.
+        self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        if let Ok(mut st) = lock(&of) {
+            st.dirty = false;
+        }
+        let idle = lock(&of)?.opens == 0;
+        if idle {
+            lock(&self.open)?.remove(&ino);
+        }
+        Ok(())
+    }
+
+    /// fallocate(2) mode 0 (extend the size; blocks stay holes) or
+    /// KEEP_SIZE (nothing to do); other modes are not supported.
+    pub fn fallocate(&self, ino: InodeId, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::new(ErrorKind::TooBig, "file too large"))?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return err(ErrorKind::NotSupported, "only plain fallocate is supported");
+        }
+        let of = self.loaded(ino)?;
+        let mut st = lock(&of)?;
+        self.check(&st.access, Op::WriteFiles)?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
+            st.attrs.size = end;
+            st.attrs.ctime = Time::now();
+            st.dirty = true;
+        }
+        Ok(())
+    }
+}
+
+/// Read as many whole bytes of a run of slots as exist; returns bytes read.
+fn read_run(f: &File, first: u64, buf: &mut [u8]) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let off = first
+        .checked_mul(SLOT as u64)
+        .ok_or_else(|| Error::new(ErrorKind::Integrity, "offset overflow"))?;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(k) => done += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
+const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);

@@ -1,0 +1,321 @@
+//! A mounted account's view of its circles as a file tree: inode operations
+//! on `(circle, inode)` with every trust-level check, no FUSE types.
+
+mod content;
+mod tree;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::format::attrs::{Attrs, Kind};
+use crate::ids::{CircleId, CircleName, InodeId};
+use crate::level::TrustLevel;
+use crate::store::Tx;
+use crate::store::files::InodeRow;
+use crate::store::rows::CircleRow;
+
+use super::keys::CircleKeys;
+use super::{Object, Op, Session, Vault, authorize};
+
+pub use content::OpenFile;
+pub use tree::{DirEntry, NewNode, RenameMode, SetAttr};
+
+/// How often the change log is polled for membership changes made elsewhere.
+const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// The caller of a file operation (from the kernel request).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+}
+
+/// An inode with its attributes and link count.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Inode id.
+    pub ino: InodeId,
+    /// Attributes.
+    pub attrs: Attrs,
+    /// Link count.
+    pub nlink: u32,
+}
+
+/// A circle the session can see.
+pub struct CircleAccess {
+    /// Stored row.
+    pub row: CircleRow,
+    /// Decrypted name.
+    pub name: CircleName,
+    /// The session's level.
+    pub level: TrustLevel,
+    /// Keys.
+    pub keys: Arc<CircleKeys>,
+}
+
+/// A circle as listed at the top of the mount.
+#[derive(Clone, Debug)]
+pub struct CircleEntry {
+    /// Name.
+    pub name: CircleName,
+    /// Root directory inode.
+    pub root: InodeId,
+    /// Level.
+    pub level: TrustLevel,
+}
+
+struct State {
+    circles: HashMap<CircleId, Arc<CircleAccess>>,
+    last_change: i64,
+    checked: Option<Instant>,
+}
+
+/// The file layer of one mount.
+pub struct Workspace {
+    vault: Arc<Vault>,
+    session: Arc<Session>,
+    state: Mutex<State>,
+    open: Mutex<HashMap<InodeId, Arc<Mutex<OpenFile>>>>,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workspace({:?})", self.session)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::new(ErrorKind::Internal, "lock poisoned"))
+}
+
+impl Workspace {
+    /// A workspace for `session`; removes orphaned inodes left by a crash.
+    pub fn new(vault: Arc<Vault>, session: Arc<Session>, read_only: bool) -> Result<Workspace> {
+        let ws = Workspace {
+            vault,
+            session,
+            state: Mutex::new(State {
+                circles: HashMap::new(),
+                last_change: -1,
+                checked: None,
+            }),
+            open: Mutex::new(HashMap::new()),
+            read_only,
+        };
+        ws.sweep_orphans()?;
+        ws.refresh(true)?;
+        Ok(ws)
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    fn sweep_orphans(&self) -> Result<()> {
+        let orphans = self.vault.store().write(|tx| {
+            let o = tx.orphan_inodes()?;
+            for i in &o {
+                tx.inode_delete(*i)?;
+            }
+            Ok::<_, Error>(o)
+        })?;
+        for i in orphans {
+            self.vault.store().block_remove(i)?;
+        }
+        Ok(())
+    }
+
+    /// Reload the circle list when the store's change log moved (or `force`).
+    /// Returns true when the set of circles or their levels/epochs changed.
+    pub fn refresh(&self, force: bool) -> Result<bool> {
+        let mut st = lock(&self.state)?;
+        if !force && st.checked.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return Ok(false);
+        }
+        st.checked = Some(Instant::now());
+        let latest = self.vault.store().read(|tx| tx.change_latest())?;
+        if !force && latest == st.last_change {
+            return Ok(false);
+        }
+        let mut fresh = HashMap::new();
+        for (row, name, level) in self.vault.my_circles(&self.session)? {
+            let keys = self.vault.store().read(|tx| self.vault.circle_keys(tx, &self.session, &row));
+            match keys {
+                Ok(keys) => {
+                    fresh.insert(row.id, Arc::new(CircleAccess { row, name, level, keys }));
+                }
+                Err(e) => log::warn!("circle {} skipped: {e}", row.id),
+            }
+        }
+        let changed = fresh.len() != st.circles.len()
+            || fresh.iter().any(|(id, a)| {
+                st.circles
+                    .get(id)
+                    .is_none_or(|o| o.level != a.level || o.row.epoch != a.row.epoch || o.name != a.name)
+            });
+        // Drop keys of circles we lost (zeroized when the last Arc goes).
+        for id in st.circles.keys() {
+            if !fresh.contains_key(id) {
+                self.session.forget_keys(Some(*id));
+            }
+        }
+        st.circles = fresh;
+        st.last_change = latest;
+        Ok(changed)
+    }
+
+    /// Circles shown at the top of the mount.
+    pub fn circles(&self) -> Result<Vec<CircleEntry>> {
+        self.refresh(false)?;
+        let st = lock(&self.state)?;
+        let mut v: Vec<CircleEntry> = st
+            .circles
+            .values()
+            .filter_map(|a| {
+                a.row.root.map(|root| CircleEntry {
+                    name: a.name.clone(),
+                    root,
+                    level: a.level,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+        Ok(v)
+    }
+
+    /// Access to a circle (ENOENT when the session is not a trustee).
+    fn access(&self, c: CircleId) -> Result<Arc<CircleAccess>> {
+        self.refresh(false)?;
+        let st = lock(&self.state)?;
+        st.circles
+            .get(&c)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "not a circle of this account"))
+    }
+
+    /// Check the session may do `op` in circle `a`.
+    fn check(&self, a: &CircleAccess, op: Op) -> Result<()> {
+        if op == Op::WriteFiles && self.read_only {
+            return err(ErrorKind::Forbidden, "mounted read-only");
+        }
+        let subj = super::Subject {
+            account: self.session.account,
+            sysadmin: false,
+            user_admin: false,
+            may_change_password: false,
+        };
+        authorize(&subj, op, &Object::Circle { id: a.row.id, level: Some(a.level) })
+    }
+
+    /// Load an inode row and its circle access.
+    fn row(&self, tx: &Tx<'_>, ino: InodeId) -> Result<(InodeRow, Arc<CircleAccess>)> {
+        let row = tx
+            .inode_get(ino)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+        let a = self.access(row.circle)?;
+        Ok((row, a))
+    }
+
+    /// Link count of an inode as stored.
+    fn nlink(tx: &Tx<'_>, ino: InodeId, kind: Kind, is_root: bool) -> Result<u32> {
+        let n = if kind == Kind::Dir {
+            2 + tx.subdir_count(ino)?
+        } else {
+            tx.dirent_links(ino)?
+        };
+        let _ = is_root;
+        Ok(n.clamp(0, u32::MAX as i64) as u32)
+    }
+
+    /// Attributes and link count of an inode (open files: the live state).
+    pub fn getattr(&self, ino: InodeId) -> Result<Node> {
+        let live = self.open_attrs(ino)?;
+        self.vault.store().read(|tx| {
+            let (row, a) = self.row(tx, ino)?;
+            self.check(&a, Op::ReadFiles)?;
+            let attrs = match live {
+                Some(at) => at,
+                None => a.keys.open_attrs(&row)?,
+            };
+            let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
+            Ok(Node { ino, attrs, nlink })
+        })
+    }
+
+    /// Save an inode's attributes (sealed under the current epoch).
+    fn save_attrs(tx: &Tx<'_>, a: &CircleAccess, ino: InodeId, attrs: &Attrs) -> Result<()> {
+        let (e, sealed) = a.keys.seal_attrs(ino, attrs)?;
+        tx.inode_update(ino, e, &sealed)?;
+        Ok(())
+    }
+
+    /// The circle an inode belongs to, with the session's level (for the
+    /// control layer and FUSE permission decisions).
+    pub fn level_of(&self, ino: InodeId) -> Result<TrustLevel> {
+        let c = self
+            .vault
+            .store()
+            .read(|tx| tx.inode_get(ino))?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?
+            .circle;
+        Ok(self.access(c)?.level)
+    }
+
+    /// Flush every dirty open file and checkpoint the WAL (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (ino, f) in files {
+            if let Err(e) = self.flush_file(ino, &f, true) {
+                log::error!("flush of inode {ino} at unmount failed: {e}");
+            }
+        }
+        self.vault.store().checkpoint()?;
+        Ok(())
+    }
+}
+
+/// Filesystem statistics of the backing store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatFs {
+    /// Total blocks (of `bsize`).
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Blocks available to unprivileged users.
+    pub bavail: u64,
+    /// Inodes in the store.
+    pub files: u64,
+    /// Free inodes (of the backing filesystem).
+    pub ffree: u64,
+    /// Block size.
+    pub bsize: u32,
+}
+
+impl Workspace {
+    /// Space of the backing filesystem, inode count of the store.
+    pub fn statfs(&self) -> Result<StatFs> {
+        let v = nix::sys::statvfs::statvfs(self.vault.store().root())
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("statvfs: {e}")))?;
+        let files = self.vault.store().read(|tx| tx.inode_count())?;
+        let frag = v.fragment_size().max(1);
+        Ok(StatFs {
+            blocks: v.blocks() * frag / 4096,
+            bfree: v.blocks_free() * frag / 4096,
+            bavail: v.blocks_available() * frag / 4096,
+            files: files.max(0) as u64,
+            ffree: v.files_free(),
+            bsize: 4096,
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! Names and the inode tree: lookup, readdir, create, unlink, rename, link, setattr.
+
+use std::sync::Arc;
+
+use crate::crypto::random_bytes;
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::format::attrs::{Attrs, Extents, Kind, Time};
+use crate::format::{aad, name};
+use crate::ids::{ContentId, InodeId, KeyGen};
+use crate::store::Tx;
+use crate::store::files::DirentRow;
+
+use super::{Caller, CircleAccess, Node, Op, Workspace};
+
+/// One directory entry as listed.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Name bytes.
+    pub name: Vec<u8>,
+    /// Target inode.
+    pub ino: InodeId,
+    /// Kind of the target.
+    pub kind: Kind,
+}
+
+/// rename(2) flavours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace the target if present.
+    Replace,
+    /// Fail with EEXIST if the target exists.
+    NoReplace,
+    /// Swap source and target atomically.
+    Exchange,
+}
+
+/// Fields of a setattr call.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits (and setuid/setgid/sticky).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Time>,
+    /// New modification time.
+    pub mtime: Option<Time>,
+    /// New change time (explicit).
+    pub ctime: Option<Time>,
+}
+
+/// What kind of node to create.
+#[derive(Clone, Debug)]
+pub enum NewNode {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symlink with target.
+    Symlink(Vec<u8>),
+    /// FIFO, socket or device.
+    Special(u32),
+}
+
+impl Workspace {
+    /// Find `name` in directory `parent`: the entry and its row.
+    fn find(&self, tx: &Tx<'_>, a: &CircleAccess, parent: InodeId, nm: &[u8]) -> Result<Option<DirentRow>> {
+        for (e, idx) in a.keys.name_indexes(parent, nm)? {
+            if let Some(d) = tx.dirent_get(parent, &idx)? {
+                if d.epoch != e {
+                    continue;
+                }
+                let stored = self.open_name(a, &d)?;
+                if stored != nm {
+                    return err(ErrorKind::Integrity, "directory entry does not match its index");
+                }
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    fn open_name(&self, a: &CircleAccess, d: &DirentRow) -> Result<Vec<u8>> {
+        let k = a.keys.epoch(d.epoch)?;
+        let nm = k.name.open(&aad::dirent_name(a.row.id, d.parent, d.epoch), &d.name_ct, "file name")?;
+        name::check_file_name(&nm).map_err(|_| Error::new(ErrorKind::Integrity, "stored file name fails validation"))?;
+        Ok(nm)
+    }
+
+    fn new_dirent(&self, a: &CircleAccess, parent: InodeId, nm: &[u8], ino: InodeId) -> Result<DirentRow> {
+        let k = a.keys.cur()?;
+        let e = a.keys.current;
+        let idx = crate::crypto::subkeys::name_index(&k.index, &aad::name_scope(a.row.id, parent), nm)?;
+        Ok(DirentRow {
+            parent,
+            name_index: idx.to_vec(),
+            epoch: e,
+            name_ct: k.name.seal(&aad::dirent_name(a.row.id, parent, e), nm)?,
+            ino,
+        })
+    }
+
+    /// A directory's row, access and attributes; ENOTDIR otherwise.
+    fn dir(&self, tx: &Tx<'_>, parent: InodeId) -> Result<(Arc<CircleAccess>, Attrs)> {
+        let (row, a) = self.row(tx, parent)?;
+        let attrs = a.keys.open_attrs(&row)?;
+        if attrs.kind != Kind::Dir {
+            return err(ErrorKind::NotDir, "not a directory");
+        }
+        Ok((a, attrs))
+    }
+
+    fn node(&self, tx: &Tx<'_>, a: &CircleAccess, ino: InodeId) -> Result<Node> {
+        let attrs = match self.open_attrs(ino)? {
+            Some(at) => at,
+            None => {
+                let row = tx
+                    .inode_get(ino)?
+                    .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+                a.keys.open_attrs(&row)?
+            }
+        };
+        let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
+        Ok(Node { ino, attrs, nlink })
+    }
+
+    /// Look up `name` in `parent`.
+    pub fn lookup(&self, parent: InodeId, nm: &[u8]) -> Result<Node> {
+        name::check_file_name(nm)?;
+        self.vault.store().read(|tx| {
+            let (a, _) = self.dir(tx, parent)?;
+            self.check(&a, Op::ReadFiles)?;
+            let d = self
+                .find(tx, &a, parent, nm)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
+            self.node(tx, &a, d.ino)
+        })
+    }
+
+    /// Parent directory of a directory (None for a circle root).
+    pub fn parent_of(&self, dir: InodeId) -> Result<Option<InodeId>> {
+        Ok(self.vault.store().read(|tx| tx.dir_parent(dir))?)
+    }
+
+    /// Every entry of a directory (names decrypted and validated).
+    pub fn readdir(&self, dir: InodeId) -> Result<Vec<DirEntry>> {
+        self.vault.store().read(|tx| {
+            let (a, _) = self.dir(tx, dir)?;
+            self.check(&a, Op::ReadFiles)?;
+            let mut out = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let batch = tx.dirent_list_kinds(dir, after.as_deref(), 4096)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (d, kind) in &batch {
+                    let kind = Kind::from_u8(*kind).ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
+                    out.push(DirEntry { name: self.open_name(&a, d)?, ino: d.ino, kind });
+                }
+                after = batch.last().map(|(d, _)| d.name_index.clone());
+            }
+            Ok(out)
+        })
+    }
+
+    /// Create a node in `parent`.
+    pub fn create_node(&self, parent: InodeId, nm: &[u8], mode: u32, what: NewNode, caller: Caller) -> Result<Node> {
+        name::check_file_name(nm)?;
+        if let NewNode::Symlink(t) = &what {
+            if t.is_empty() || t.len() > name::MAX_SYMLINK || t.contains(&0) {
+                return err(ErrorKind::Invalid, "bad symlink target");
+            }
+        }
+        self.vault.store().write(|tx| {
+            let (a, mut pattrs) = self.dir(tx, parent)?;
+            self.check(&a, Op::WriteFiles)?;
+            if self.find(tx, &a, parent, nm)?.is_some() {
+                return err(ErrorKind::Conflict, "file exists");
+            }
+            let (kind, type_bits, target, rdev) = match &what {
+                NewNode::File => (Kind::File, libc::S_IFREG, Vec::new(), 0),
+                NewNode::Dir => (Kind::Dir, libc::S_IFDIR, Vec::new(), 0),
+                NewNode::Symlink(t) => (Kind::Symlink, libc::S_IFLNK, t.clone(), 0),
+                NewNode::Special(r) => {
+                    let t = mode & libc::S_IFMT;
+                    if ![libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK].contains(&t) {
+                        return err(ErrorKind::Invalid, "unsupported node type");
+                    }
+                    (Kind::Special, t, Vec::new(), *r)
+                }
+            };
+            let mut perm = if kind == Kind::Symlink { 0o777 } else { mode & 0o7777 };
+            let mut gid = caller.gid;
+            if pattrs.mode & libc::S_ISGID != 0 {
+                gid = pattrs.gid;
+                if kind == Kind::Dir {
+                    perm |= libc::S_ISGID;
+                }
+            }
+            let now = Time::now();
+            let ino = tx.inode_insert(a.row.id, kind as u8)?;
+            let attrs = Attrs {
+                kind,
+                mode: type_bits | perm,
+                uid: caller.uid,
+                gid,
+                rdev,
+                size: target.len() as u64,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                content: ContentId(random_bytes()?),
+                keygen: KeyGen(0),
+                extents: Extents::default(),
+                target,
+            };
+            Self::save_attrs(tx, &a, ino, &attrs)?;
+            tx.dirent_insert(&self.new_dirent(&a, parent, nm, ino)?)?;
+            pattrs.mtime = now;
+            pattrs.ctime = now;
+            Self::save_attrs(tx, &a, parent, &pattrs)?;
+            let nlink = if kind == Kind::Dir { 2 } else { 1 };
+            Ok(Node { ino, attrs, nlink })
+        })
+    }
+
+    /// Target of a symlink.
+    pub fn readlink(&self, ino: InodeId) -> Result<Vec<u8>> {
+        let n = self.getattr(ino)?;
+        if n.attrs.kind != Kind::Symlink {
+            return err(ErrorKind::Invalid, "not a symlink");
+        }
+        Ok(n.attrs.target)
+    }
+
+    /// Remove a name; the inode goes when its last name and open handle are gone.
+    pub fn unlink(&self, parent: InodeId, nm: &[u8], dir: bool) -> Result<()> {
+        name::check_file_name(nm)?;
+        let gone = self.vault.store().write(|tx| {
+            let (a, mut pattrs) = self.dir(tx, parent)?;
+            self.check(&a, Op::WriteFiles)?;
+            let d = self
+                .find(tx, &a, parent, nm)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
+            let row = tx
+                .inode_get(d.ino)?
+                .ok_or_else(|| Error::new(ErrorKind::Integrity, "entry points to a missing inode"))?;
+            let is_dir = row.kind == Kind::Dir as u8;
+            if dir && !is_dir {
+                return err(ErrorKind::NotDir, "not a directory");
+            }
+            if !dir && is_dir {
+                return err(ErrorKind::IsDir, "is a directory");
+            }
+            if is_dir && tx.dirent_any(d.ino)? {
+                return err(ErrorKind::NotEmpty, "directory not empty");
+            }
+            tx.dirent_delete(parent, &d.name_index)?;
+            let now = Time::now();
+            pattrs.mtime = now;
+            pattrs.ctime = now;
+            Self::save_attrs(tx, &a, parent, &pattrs)?;
+            let remaining = tx.dirent_links(d.ino)?;
+            if remaining == 0 && !self.is_open(d.ino)? {
+                tx.inode_delete(d.ino)?;
+                return Ok::<_, Error>((d.ino, true, a));
+            }
+            Ok((d.ino, false, a))
+        })?;
+        let (ino, deleted, a) = gone;
+        if deleted {
+            self.vault.store().block_remove(ino)?;
+        } else {
+            self.touch_ctime(&a, ino)?;
+            self.mark_unlinked(ino)?;
+        }
+        Ok(())
+    }
+
+    fn touch_ctime(&self, a: &CircleAccess, ino: InodeId) -> Result<()> {
+        self.update_attrs(a, ino, |at| {
+            at.ctime = Time::now();
+            Ok(())
+        })
+    }
+
+    /// Rename within one circle.
+    pub fn rename(&self, parent: InodeId, nm: &[u8], newparent: InodeId, newname: &[u8], mode: RenameMode) -> Result<()> {
+        name::check_file_name(nm)?;
+        name::check_file_name(newname)?;
+        let (a, moved, replaced) = self.vault.store().write(|tx| {
+            let (a, mut pa) = self.dir(tx, parent)?;
+            let (b, mut pb) = self.dir(tx, newparent)?;
+            if a.row.id != b.row.id {
+                return err(ErrorKind::Invalid, "rename across circles");
+            }
+            self.check(&a, Op::WriteFiles)?;
+            let src = self
+                .find(tx, &a, parent, nm)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
+            let dst = self.find(tx, &a, newparent, newname)?;
+            let src_row = tx.inode_get(src.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+            let src_dir = src_row.kind == Kind::Dir as u8;
+            // A directory may not move below itself.
+            if src_dir {
+                let mut cur = Some(newparent);
+                while let Some(c) = cur {
+                    if c == src.ino {
+                        return err(ErrorKind::Invalid, "cannot move a directory into itself");
+                    }
+                    cur = tx.dir_parent(c)?;
+                }
+            }
+            if let Some(d) = &dst {
+                if d.ino == src.ino {
+                    return Ok((a.clone(), None, None));
+                }
+            }
+            let mut replaced = None;
+            match (&dst, mode) {
+                (Some(_), RenameMode::NoReplace) => return err(ErrorKind::Conflict, "target exists"),
+                (None, RenameMode::Exchange) => return err(ErrorKind::NotFound, "exchange target does not exist"),
+                (Some(d), RenameMode::Exchange) => {
+                    let drow = tx.inode_get(d.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+                    if drow.kind == Kind::Dir as u8 {
+                        let mut cur = Some(parent);
+                        while let Some(c) = cur {
+                            if c == d.ino {
+                                return err(ErrorKind::Invalid, "cannot move a directory into itself");
+                            }
+                            cur = tx.dir_parent(c)?;
+                        }
+                    }
+                    tx.dirent_delete(parent, &src.name_index)?;
+                    tx.dirent_delete(newparent, &d.name_index)?;
+                    tx.dirent_insert(&self.new_dirent(&a, newparent, newname, src.ino)?)?;
+                    tx.dirent_insert(&self.new_dirent(&a, parent, nm, d.ino)?)?;
+                    replaced = Some((d.ino, false));
+                }
+                (Some(d), RenameMode::Replace) => {
+                    let drow = tx.inode_get(d.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+                    let d_dir = drow.kind == Kind::Dir as u8;
+                    if src_dir && !d_dir {
+                        return err(ErrorKind::NotDir, "target is not a directory");
+                    }
+                    if !src_dir && d_dir {
+                        return err(ErrorKind::IsDir, "target is a directory");
+                    }
+                    if d_dir && tx.dirent_any(d.ino)? {
+                        return err(ErrorKind::NotEmpty, "target directory not empty");
+                    }
+                    tx.dirent_delete(newparent, &d.name_index)?;
+                    tx.dirent_delete(parent, &src.name_index)?;
+                    tx.dirent_insert(&self.new_dirent(&a, newparent, newname, src.ino)?)?;
+                    let left = tx.dirent_links(d.ino)?;
+                    let delete = left == 0 && !self.is_open(d.ino)?;
+                    if delete {
+                        tx.inode_delete(d.ino)?;
+                    }
+                    replaced = Some((d.ino, delete));
+                }
+                (None, _) => {
+                    tx.dirent_delete(parent, &src.name_index)?;
+                    tx.dirent_insert(&self.new_dirent(&a, newparent, newname, src.ino)?)?;
+                }
+            }
+            let now = Time::now();
+            pa.mtime = now;
+            pa.ctime = now;
+            Self::save_attrs(tx, &a, parent, &pa)?;
+            if newparent != parent {
+                pb.mtime = now;
+                pb.ctime = now;
+                Self::save_attrs(tx, &a, newparent, &pb)?;
+            }
+            Ok((a.clone(), Some(src.ino), replaced))
+        })?;
+        if let Some(m) = moved {
+            self.touch_ctime(&a, m)?;
+        }
+        if let Some((r, deleted)) = replaced {
+            if deleted {
+                self.vault.store().block_remove(r)?;
+            } else {
+                self.touch_ctime(&a, r)?;
+                if self.vault.store().read(|tx| tx.dirent_links(r))? == 0 {
+                    self.mark_unlinked(r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hard link `ino` as `newname` in `newparent` (same circle, not a directory).
+    pub fn link(&self, ino: InodeId, newparent: InodeId, newname: &[u8]) -> Result<Node> {
+        name::check_file_name(newname)?;
+        let a = self.vault.store().write(|tx| {
+            let (row, a) = self.row(tx, ino)?;
+            let (b, mut pb) = self.dir(tx, newparent)?;
+            if a.row.id != b.row.id {
+                return err(ErrorKind::NotPermitted, "hard links across circles are not possible");
+            }
+            self.check(&a, Op::WriteFiles)?;
+            if row.kind == Kind::Dir as u8 {
+                return err(ErrorKind::NotPermitted, "hard links to directories are not allowed");
+            }
+            if self.find(tx, &a, newparent, newname)?.is_some() {
+                return err(ErrorKind::Conflict, "file exists");
+            }
+            tx.dirent_insert(&self.new_dirent(&a, newparent, newname, ino)?)?;
+            let now = Time::now();
+            pb.mtime = now;
+            pb.ctime = now;
+            Self::save_attrs(tx, &a, newparent, &pb)?;
+            Ok::<_, Error>(a)
+        })?;
+        self.touch_ctime(&a, ino)?;
+        self.getattr(ino)
+    }
+
+    /// Change attributes (size changes go through the content layer).
+    pub fn setattr(&self, ino: InodeId, s: &SetAttr, caller: Caller) -> Result<Node> {
+        let a = self.vault.store().read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
+        self.check(&a, Op::WriteFiles)?;
+        if let Some(size) = s.size {
+            self.truncate(ino, size)?;
+        }
+        let meta = s.mode.is_some() || s.uid.is_some() || s.gid.is_some() || s.atime.is_some() || s.mtime.is_some() || s.ctime.is_some();
+        if meta {
+            self.update_attrs(&a, ino, |at| {
+                let now = Time::now();
+                if let Some(m) = s.mode {
+                    at.mode = (at.mode & libc::S_IFMT) | (m & 0o7777);
+                }
+                let owner_change = s.uid.is_some_and(|u| u != at.uid) || s.gid.is_some_and(|g| g != at.gid);
+                if let Some(u) = s.uid {
+                    at.uid = u;
+                }
+                if let Some(g) = s.gid {
+                    at.gid = g;
+                }
+                if owner_change && caller.uid != 0 && at.kind != Kind::Dir {
+                    at.mode &= !(libc::S_ISUID | libc::S_ISGID);
+                }
+                if let Some(t) = s.atime {
+                    at.atime = t;
+                }
+                if let Some(t) = s.mtime {
+                    at.mtime = t;
+                }
+                at.ctime = s.ctime.unwrap_or(now);
+                Ok(())
+            })?;
+        }
+        self.getattr(ino)
+    }
+}
