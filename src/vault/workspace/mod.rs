@@ -138,14 +138,18 @@ impl Workspace {
 
     /// Reload the circle list when the store's change log moved (or `force`).
     /// Returns true when the set of circles or their levels/epochs changed.
+    /// Never called inside a store transaction (it opens its own).
     pub fn refresh(&self, force: bool) -> Result<bool> {
-        let mut st = lock(&self.state)?;
-        if !force && st.checked.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
-            return Ok(false);
-        }
-        st.checked = Some(Instant::now());
+        let last = {
+            let mut st = lock(&self.state)?;
+            if !force && st.checked.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return Ok(false);
+            }
+            st.checked = Some(Instant::now());
+            st.last_change
+        };
         let latest = self.vault.store().read(|tx| tx.change_latest())?;
-        if !force && latest == st.last_change {
+        if !force && latest == last {
             return Ok(false);
         }
         let mut fresh = HashMap::new();
@@ -158,6 +162,7 @@ impl Workspace {
                 Err(e) => log::warn!("circle {} skipped: {e}", row.id),
             }
         }
+        let mut st = lock(&self.state)?;
         let changed = fresh.len() != st.circles.len()
             || fresh.iter().any(|(id, a)| {
                 st.circles
@@ -194,9 +199,9 @@ impl Workspace {
         Ok(v)
     }
 
-    /// Access to a circle (ENOENT when the session is not a trustee).
+    /// Access to a circle (ENOENT when the session is not a trustee). Uses
+    /// the cached view only: safe inside a store transaction.
     fn access(&self, c: CircleId) -> Result<Arc<CircleAccess>> {
-        self.refresh(false)?;
         let st = lock(&self.state)?;
         st.circles
             .get(&c)

@@ -114,31 +114,20 @@ impl Workspace {
         Ok((a, attrs))
     }
 
-    fn node(&self, tx: &Tx<'_>, a: &CircleAccess, ino: InodeId) -> Result<Node> {
-        let attrs = match self.open_attrs(ino)? {
-            Some(at) => at,
-            None => {
-                let row = tx
-                    .inode_get(ino)?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
-                a.keys.open_attrs(&row)?
-            }
-        };
-        let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
-        Ok(Node { ino, attrs, nlink })
-    }
-
     /// Look up `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, nm: &[u8]) -> Result<Node> {
         name::check_file_name(nm)?;
-        self.vault.store().read(|tx| {
+        let ino = self.vault.store().read(|tx| {
             let (a, _) = self.dir(tx, parent)?;
             self.check(&a, Op::ReadFiles)?;
             let d = self
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
-            self.node(tx, &a, d.ino)
-        })
+            Ok::<_, Error>(d.ino)
+        })?;
+        // Attributes outside the transaction: an open file's lock is never
+        // taken while the store lock is held.
+        self.getattr(ino)
     }
 
     /// Parent directory of a directory (None for a circle root).
