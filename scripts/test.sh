@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite (README command 2). Installs what it needs, then:
+# format and lint checks, the layering rule, unit + integration tests (real
+# FUSE mounts), pjdfstest against the mount, fsx (100,000 operations).
+# Idempotent; run as root on Debian with /dev/fuse.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+need_pkg fusermount3 fuse3
+need_pkg git git
+need_pkg sqlite3 sqlite3
+need_pkg rsync rsync
+need_pkg tar tar
+need_cargo_tool pjdfstest pjdfstest
+need_cargo_tool fsx fsx
+git config --global user.email >/dev/null 2>&1 || git config --global user.email "tests@circlefs.invalid"
+git config --global user.name >/dev/null 2>&1 || git config --global user.name "circlefs tests"
+
+passed=0; failed=0; failures=()
+stage() { # stage NAME COMMAND...
+  local name=$1; shift
+  echo "=== $name"
+  local t0=$(date +%s)
+  if "$@"; then
+    passed=$((passed + 1)); echo "=== $name: ok ($(( $(date +%s) - t0 )) s)"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($(( $(date +%s) - t0 )) s)"
+  fi
+}
+
+layering() {
+  # fusefs translates only; crypto and format never touch SQL or FUSE; store never touches crypto.
+  local bad=0
+  if grep -rnE 'crate::(store|crypto)|rusqlite' src/fusefs; then echo "fusefs must not use store or crypto"; bad=1; fi
+  if grep -rnE 'rusqlite|fuser|crate::store|crate::vault' src/crypto src/format; then echo "crypto/format must stay pure"; bad=1; fi
+  if grep -rnE 'crate::(crypto|vault|fusefs)|fuser' src/store; then echo "store must not use crypto, vault or fuse"; bad=1; fi
+  if grep -rnE 'rusqlite' src --include=*.rs | grep -v '^src/store/'; then echo "SQL outside store"; bad=1; fi
+  return $bad
+}
+
+stage "cargo fmt --check" cargo fmt --check
+stage "cargo clippy -D warnings" cargo clippy --all-targets --all-features --quiet -- -D warnings
+stage "layering rule" layering
+stage "build release" build_release
+stage "cargo test (unit, vault, CLI, real mounts)" cargo test --all-features
+stage "pjdfstest" scripts/pjdfstest.sh
+stage "fsx 100000 ops" scripts/fsx.sh "${FSX_OPS:-100000}"
+
+echo
+if [ "$failed" -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
