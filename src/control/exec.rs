@@ -65,10 +65,17 @@ fn flags_text(a: &crate::store::rows::AccountRow) -> String {
 
 /// Execute `cmd` as `s`; every outcome, success or failure, is a response.
 pub fn execute(v: &Vault, s: &Session, cmd: &Command) -> Response {
-    match run(v, s, cmd) {
+    let r = match run(v, s, cmd) {
         Ok(r) => r,
         Err(e) => Response::error(&e),
+    };
+    // Membership changes are durable before the response is seen.
+    if cmd.mutates() {
+        if let Err(e) = v.store().sync() {
+            return Response::error(&Error::from(e));
+        }
     }
+    r
 }
 
 fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {

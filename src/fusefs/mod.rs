@@ -536,8 +536,11 @@ impl Filesystem for CircleFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // Directory changes are SQLite transactions committed with synchronous=FULL.
-        reply.ok();
+        // Directory changes are committed SQLite transactions; make them durable.
+        match self.ws.sync() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -50,6 +50,18 @@ impl Store {
         }
     }
 
+    /// Every block file with the inode its name encodes (unparsable names skipped).
+    pub fn block_inodes(&self) -> Result<Vec<(PathBuf, InodeId)>, StoreError> {
+        Ok(self
+            .block_files()?
+            .into_iter()
+            .filter_map(|p| {
+                let id = p.file_name()?.to_str().and_then(|n| i64::from_str_radix(n, 16).ok())?;
+                Some((p, InodeId(id)))
+            })
+            .collect())
+    }
+
     /// Every block file path (for fsck and tests).
     pub fn block_files(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut out = Vec::new();

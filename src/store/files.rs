@@ -108,7 +108,8 @@ impl Tx<'_> {
     /// Insert a directory entry (fails with a constraint error on a duplicate index).
     pub fn dirent_insert(&self, d: &DirentRow) -> Result<(), StoreError> {
         self.c
-            .prepare_cached("INSERT INTO dirents(parent, name_index, epoch, name_ct, ino) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .prepare_cached("INSERT INTO dirents(parent, name_index, epoch, name_ct, ino, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT kind FROM inodes WHERE id = ?5))")?
             .execute(params![d.parent.0, d.name_index, d.epoch.0, d.name_ct, d.ino.0])?;
         Ok(())
     }
@@ -164,7 +165,7 @@ impl Tx<'_> {
     pub fn subdir_count(&self, parent: InodeId) -> Result<i64, StoreError> {
         Ok(self
             .c
-            .prepare_cached("SELECT COUNT(*) FROM dirents d JOIN inodes i ON i.id = d.ino WHERE d.parent = ?1 AND i.kind = 2")?
+            .prepare_cached("SELECT COUNT(*) FROM dirents WHERE parent = ?1 AND kind = 2")?
             .query_row([parent.0], |r| r.get(0))?)
     }
 
@@ -241,8 +242,8 @@ impl Tx<'_> {
     /// starting after `after`, at most `limit`.
     pub fn dirent_list_kinds(&self, parent: InodeId, after: Option<&[u8]>, limit: i64) -> Result<Vec<(DirentRow, u8)>, StoreError> {
         let mut st = self.c.prepare_cached(
-            "SELECT d.parent, d.name_index, d.epoch, d.name_ct, d.ino, i.kind FROM dirents d JOIN inodes i ON i.id = d.ino \
-             WHERE d.parent = ?1 AND (?2 IS NULL OR d.name_index > ?2) ORDER BY d.name_index LIMIT ?3",
+            "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
+             WHERE parent = ?1 AND (?2 IS NULL OR name_index > ?2) ORDER BY name_index LIMIT ?3",
         )?;
         let v = st
             .query_map(params![parent.0, after, limit], |r| Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8)))?

@@ -182,6 +182,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Relax durability for a mount's connection: commits are ordered but
+    /// synced only by `sync` (called on fsync, fsyncdir, control commands and
+    /// unmount), as with `PRAGMA synchronous=NORMAL` in WAL mode.
+    pub fn set_relaxed_sync(&self) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(())
+    }
+
+    /// Make every committed transaction durable: fsync the WAL file.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let _conn = self.lock()?;
+        let wal = self.root.join(format!("{DB_FILE}-wal"));
+        match std::fs::File::open(&wal) {
+            Ok(f) => f.sync_data()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     /// Checkpoint the WAL into the database and truncate it (after deletions,
     /// so removed rows do not linger in the -wal file).
     pub fn checkpoint(&self) -> Result<(), StoreError> {

@@ -64,9 +64,11 @@ CREATE TABLE dirents (
     epoch      INTEGER NOT NULL,
     name_ct    BLOB NOT NULL,
     ino        INTEGER NOT NULL REFERENCES inodes(id),
+    kind       INTEGER NOT NULL,
     PRIMARY KEY (parent, name_index)
 ) WITHOUT ROWID;
 CREATE INDEX dirents_ino ON dirents(ino);
+CREATE INDEX dirents_kind ON dirents(parent, kind);
 CREATE TABLE file_keys (
     ino     INTEGER NOT NULL REFERENCES inodes(id) ON DELETE CASCADE,
     keygen     INTEGER NOT NULL,

@@ -164,12 +164,18 @@ impl Workspace {
         }
         if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
             st.dirty = false;
+            if sync {
+                self.vault.store().sync()?;
+            }
             return Ok(());
         }
         let attrs = st.attrs.clone();
         let access = st.access.clone();
         self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
+        if sync {
+            self.vault.store().sync()?;
+        }
         Ok(())
     }
 
@@ -413,6 +419,7 @@ impl Workspace {
             return err(ErrorKind::Invalid, "not a regular file");
         }
         let old = st.attrs.size;
+        let mut cut = None;
         if size < old {
             let nb = blocks_for(size);
             let tail = (size % BLOCK_SIZE as u64) as usize;
@@ -431,9 +438,7 @@ impl Workspace {
                 pt[tail..].fill(0);
             }
             st.attrs.extents.truncate(nb);
-            if let Some(f) = self.block_file(ino, &mut st, false)? {
-                truncate_slots(f, nb)?;
-            }
+            cut = Some(nb);
             if keep_partial {
                 let g = self.ensure_write_key(ino, &mut st)?;
                 let circle = st.access.row.id;
@@ -452,16 +457,20 @@ impl Workspace {
         st.attrs.size = size;
         st.attrs.mtime = now;
         st.attrs.ctime = now;
-        st.dirty = true;
         let attrs = st.attrs.clone();
         let access = st.access.clone();
-        drop(st);
-        // Truncation is a metadata change: persist it now.
+        // Truncation is a metadata change: persist it now, and only then cut
+        // the block file, so a crash in between never leaves the record
+        // pointing at blocks that are gone.
         self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
-        if let Ok(mut st) = lock(&of) {
-            st.dirty = false;
+        st.dirty = false;
+        if let Some(nb) = cut {
+            if let Some(f) = self.block_file(ino, &mut st, false)? {
+                truncate_slots(f, nb)?;
+            }
         }
-        let idle = lock(&of)?.opens == 0;
+        let idle = st.opens == 0;
+        drop(st);
         if idle {
             lock(&self.open)?.remove(&ino);
         }

@@ -107,6 +107,7 @@ impl Workspace {
             open: Mutex::new(HashMap::new()),
             read_only,
         };
+        ws.vault.store().set_relaxed_sync()?;
         ws.sweep_orphans()?;
         ws.refresh(true)?;
         Ok(ws)
@@ -132,6 +133,14 @@ impl Workspace {
         })?;
         for i in orphans {
             self.vault.store().block_remove(i)?;
+        }
+        // Block files whose inode is gone (a crash between the row deletion
+        // and the file removal): their keys are destroyed; remove the bytes.
+        for (path, ino) in self.vault.store().block_inodes()? {
+            if self.vault.store().read(|tx| tx.inode_get(ino))?.is_none() {
+                log::info!("removing orphaned block file {}", path.display());
+                let _ = std::fs::remove_file(&path);
+            }
         }
         Ok(())
     }
@@ -275,6 +284,11 @@ impl Workspace {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?
             .circle;
         Ok(self.access(c)?.level)
+    }
+
+    /// Make committed metadata durable (fsyncdir).
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.vault.store().sync()?)
     }
 
     /// Flush every dirty open file and checkpoint the WAL (unmount).
