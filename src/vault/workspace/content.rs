@@ -36,7 +36,26 @@ impl std::fmt::Debug for OpenFile {
     }
 }
 
+impl OpenFile {
+    /// Circle of this file.
+    pub fn circle(&self) -> crate::ids::CircleId {
+        self.access.row.id
+    }
+}
+
 impl Workspace {
+    /// Re-check an open file against the current membership: a revoked
+    /// circle fails (EACCES), a new level or key epoch takes effect at once.
+    fn recheck(&self, st: &mut OpenFile, op: Op) -> Result<()> {
+        let cur = self
+            .access(st.access.row.id)
+            .map_err(|_| Error::new(ErrorKind::Forbidden, "access to this circle was revoked"))?;
+        if !Arc::ptr_eq(&cur, &st.access) {
+            st.access = cur;
+        }
+        self.check(&st.access, op)
+    }
+
     pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
         Ok(lock(&self.open)?.contains_key(&ino))
     }
@@ -85,7 +104,7 @@ impl Workspace {
         let of = self.get_or_load(ino)?;
         {
             let mut st = lock(&of)?;
-            self.check(&st.access, if write { Op::WriteFiles } else { Op::ReadFiles })?;
+            self.recheck(&mut st, if write { Op::WriteFiles } else { Op::ReadFiles })?;
             st.opens += 1;
         }
         if truncate && write {
@@ -277,7 +296,7 @@ impl Workspace {
     pub fn read(&self, ino: InodeId, offset: u64, size: u32) -> Result<Vec<u8>> {
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.check(&st.access, Op::ReadFiles)?;
+        self.recheck(&mut st, Op::ReadFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
@@ -333,7 +352,7 @@ impl Workspace {
             .ok_or_else(|| Error::new(ErrorKind::TooBig, "file too large"))?;
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.check(&st.access, Op::WriteFiles)?;
+        self.recheck(&mut st, Op::WriteFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
@@ -411,7 +430,7 @@ impl Workspace {
         }
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.check(&st.access, Op::WriteFiles)?;
+        self.recheck(&mut st, Op::WriteFiles)?;
         if st.attrs.kind == Kind::Dir {
             return err(ErrorKind::IsDir, "is a directory");
         }
@@ -489,7 +508,7 @@ impl Workspace {
         }
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.check(&st.access, Op::WriteFiles)?;
+        self.recheck(&mut st, Op::WriteFiles)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
             st.attrs.size = end;
             st.attrs.ctime = Time::now();

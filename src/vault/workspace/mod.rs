@@ -178,14 +178,21 @@ impl Workspace {
                     .get(id)
                     .is_none_or(|o| o.level != a.level || o.row.epoch != a.row.epoch || o.name != a.name)
             });
-        // Drop keys of circles we lost (zeroized when the last Arc goes).
-        for id in st.circles.keys() {
-            if !fresh.contains_key(id) {
-                self.session.forget_keys(Some(*id));
-            }
+        // Drop keys of circles we lost (zeroized when the last Arc goes),
+        // including those held by open files of those circles.
+        let lost: Vec<CircleId> = st.circles.keys().filter(|id| !fresh.contains_key(id)).copied().collect();
+        for id in &lost {
+            self.session.forget_keys(Some(*id));
         }
         st.circles = fresh;
         st.last_change = latest;
+        drop(st);
+        if !lost.is_empty() {
+            lock(&self.open)?.retain(|_, f| match f.try_lock() {
+                Ok(of) => !lost.contains(&of.circle()),
+                Err(_) => true,
+            });
+        }
         Ok(changed)
     }
 
@@ -215,7 +222,7 @@ impl Workspace {
         st.circles
             .get(&c)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "not a circle of this account"))
+            .ok_or_else(|| Error::new(ErrorKind::Forbidden, "not (or no longer) a circle of this account"))
     }
 
     /// Check the session may do `op` in circle `a`.
