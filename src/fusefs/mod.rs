@@ -22,7 +22,7 @@ use fuser::{
 use crate::error::{Error, ErrorKind};
 use crate::format::attrs::Kind;
 use crate::ids::InodeId;
-use crate::vault::workspace::{Caller, Node, NewNode, RenameMode, SetAttr, Workspace};
+use crate::vault::workspace::{Caller, NewNode, Node, RenameMode, SetAttr, Workspace, XattrMode};
 
 use attr::{CTL_DIR, CTL_FILE, INO_OFFSET, ROOT, to_attr, virtual_attr, walltime};
 use ctl::CtlHandle;
@@ -550,24 +550,43 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
-    }
-
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
         } else {
-            reply.data(&[]);
+            XattrMode::Any
+        };
+        match store_ino(ino).map(|i| self.ws.setxattr(i, name.as_bytes(), value, mode)) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::from_i32(libc::ENOTSUP)),
         }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match store_ino(ino).map(|i| self.ws.getxattr(i, name.as_bytes())) {
+            Some(Ok(v)) => xattr_reply(reply, &v, size),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::from_i32(libc::ENODATA)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match store_ino(ino).map(|i| self.ws.listxattr(i)) {
+            Some(Ok(v)) => xattr_reply(reply, &v, size),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => xattr_reply(reply, &[], size),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match store_ino(ino).map(|i| self.ws.removexattr(i, name.as_bytes())) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => reply.error(Errno::from_i32(libc::ENOTSUP)),
+        }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -641,5 +660,16 @@ pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
         }
         Ok(false) => {}
         Err(e) => log::warn!("change poll failed: {e}"),
+    }
+}
+
+/// Reply with an xattr value or name list: size probe, data, or ERANGE.
+fn xattr_reply(reply: ReplyXattr, v: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(v.len() as u32);
+    } else if v.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(v);
     }
 }

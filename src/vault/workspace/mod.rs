@@ -3,6 +3,7 @@
 
 mod content;
 mod tree;
+mod xattr;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,7 @@ use super::{Object, Op, Session, Vault, authorize};
 
 pub use content::OpenFile;
 pub use tree::{DirEntry, NewNode, RenameMode, SetAttr};
+pub use xattr::XattrMode;
 
 /// How often the change log is polled for membership changes made elsewhere.
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
