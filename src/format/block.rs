@@ -1,14 +1,18 @@
 //! Stored content block layout: `keygen(u32 LE) || nonce(12) || ciphertext(BLOCK_SIZE) || tag(16)`.
 //!
 //! Every block is stored full-size (the last block is zero-padded before
-//! sealing), so a stored file reveals only its block count.
+//! sealing), so a stored file reveals only its block count. A slot is
+//! exactly one 4 KiB page and slots are page-aligned: the kernel copies a
+//! write into the page cache page by page and stops only between pages, so
+//! a daemon killed in the middle of a write leaves every slot either old or
+//! new, never torn (the reason the plaintext block is 4064, not 4096, bytes).
 
 use crate::crypto::aead::OVERHEAD;
 use crate::error::{ErrorKind, Result, err};
 use crate::ids::KeyGen;
 
 /// Plaintext bytes per block.
-pub const BLOCK_SIZE: usize = 4096;
+pub const BLOCK_SIZE: usize = 4064;
 /// Header bytes before the sealed part.
 pub const HEADER: usize = 4;
 /// Bytes per stored block slot.
@@ -51,7 +55,8 @@ mod tests {
         assert!(parse_slot(&s[1..]).is_err());
         assert_eq!(blocks_for(0), 0);
         assert_eq!(blocks_for(1), 1);
-        assert_eq!(blocks_for(4096), 1);
-        assert_eq!(blocks_for(4097), 2);
+        assert_eq!(SLOT, 4096);
+        assert_eq!(blocks_for(4064), 1);
+        assert_eq!(blocks_for(4065), 2);
     }
 }
