@@ -356,6 +356,9 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
     if noun == "help" {
         return Ok(Command::Help);
     }
+    if !matches!(noun.as_str(), "user" | "circle" | "trustee") {
+        return bad(format!("unknown command {noun} (see help)"));
+    }
     let Some(verb) = words.get(1) else {
         return missing(format!("{noun}: which operation? (see help)"));
     };
