@@ -228,6 +228,9 @@ fn run_mount(store: PathBuf, mountpoint: PathBuf, user: String, pass: PassArgs, 
 
 fn init_logging(file: Option<&std::path::Path>) {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    // fuser logs request arguments (plaintext file names) at debug/trace:
+    // never let them reach a log, whatever RUST_LOG says.
+    b.filter_module("fuser", log::LevelFilter::Warn);
     if let Some(f) = file {
         if let Ok(fh) = std::fs::OpenOptions::new().create(true).append(true).open(f) {
             b.target(env_logger::Target::Pipe(Box::new(fh)));
