@@ -27,7 +27,10 @@ pub struct MountOptions {
 impl MountOptions {
     /// Parse `-o a,b,c`.
     pub fn parse(list: &[String]) -> Result<MountOptions> {
-        let mut o = MountOptions { threads: 2, ..Default::default() };
+        let mut o = MountOptions {
+            threads: 2,
+            ..Default::default()
+        };
         for item in list.iter().flat_map(|s| s.split(',')) {
             match item.trim() {
                 "" => {}
@@ -39,9 +42,16 @@ impl MountOptions {
                         .parse::<usize>()
                         .ok()
                         .filter(|n| (1..=64).contains(n))
-                        .ok_or_else(|| Error::new(ErrorKind::BadRequest, format!("bad mount option {x}")))?;
+                        .ok_or_else(|| {
+                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
+                        })?;
                 }
-                x => return err(ErrorKind::BadRequest, format!("unknown mount option {x} (ro, rw, allow_other, threads=N)")),
+                x => {
+                    return err(
+                        ErrorKind::BadRequest,
+                        format!("unknown mount option {x} (ro, rw, allow_other, threads=N)"),
+                    );
+                }
             }
         }
         Ok(o)
@@ -51,16 +61,33 @@ impl MountOptions {
 /// Refuse a store that is group/world accessible or reachable through the mount.
 pub fn sanity_checks(store: &Path, mountpoint: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(store).map_err(|e| Error::new(ErrorKind::NotFound, format!("store {}: {e}", store.display())))?;
+    let meta = std::fs::metadata(store).map_err(|e| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("store {}: {e}", store.display()),
+        )
+    })?;
     if meta.permissions().mode() & 0o077 != 0 {
         return err(
             ErrorKind::Forbidden,
-            format!("store {} is accessible to other users (mode {:o}); chmod 700 it", store.display(), meta.permissions().mode() & 0o777),
+            format!(
+                "store {} is accessible to other users (mode {:o}); chmod 700 it",
+                store.display(),
+                meta.permissions().mode() & 0o777
+            ),
         );
     }
-    let mp = std::fs::canonicalize(mountpoint).map_err(|e| Error::new(ErrorKind::NotFound, format!("mount point {}: {e}", mountpoint.display())))?;
+    let mp = std::fs::canonicalize(mountpoint).map_err(|e| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("mount point {}: {e}", mountpoint.display()),
+        )
+    })?;
     if !mp.is_dir() {
-        return err(ErrorKind::BadRequest, format!("mount point {} is not a directory", mp.display()));
+        return err(
+            ErrorKind::BadRequest,
+            format!("mount point {} is not a directory", mp.display()),
+        );
     }
     let st = std::fs::canonicalize(store)?;
     if st.starts_with(&mp) || mp.starts_with(&st) {
@@ -84,7 +111,14 @@ pub fn harden() {
 
 /// Mount and serve until unmounted or signalled. `ready` is called once the
 /// kernel mount exists.
-pub fn serve(vault: Arc<Vault>, session: Session, store: PathBuf, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
+pub fn serve(
+    vault: Arc<Vault>,
+    session: Session,
+    store: PathBuf,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    ready: impl FnOnce(),
+) -> Result<()> {
     harden();
     let session = Arc::new(session);
     let ws = Arc::new(Workspace::new(vault, session, opts.read_only)?);
@@ -101,16 +135,25 @@ pub fn serve(vault: Arc<Vault>, session: Session, store: PathBuf, mountpoint: &P
     }
     let mut config = Config::default();
     config.mount_options = mount_options;
-    config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     config.n_threads = Some(opts.threads.max(1));
-    let mut fsession = fuser::Session::new(fs, mountpoint, &config).map_err(|e| Error::new(ErrorKind::Internal, format!("mount failed: {e}")))?;
+    let mut fsession = fuser::Session::new(fs, mountpoint, &config)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("mount failed: {e}")))?;
     let _ = notifier.set(fsession.notifier());
     let mut unmounter = fsession.unmount_callable();
     let stop = Arc::new(AtomicBool::new(false));
 
     // Signals: unmount cleanly.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP])
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("signals: {e}")))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("signals: {e}")))?;
     let sig_handle = signals.handle();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {

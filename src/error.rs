@@ -204,7 +204,10 @@ impl From<crate::crypto::CryptoError> for Error {
     fn from(e: crate::crypto::CryptoError) -> Self {
         use crate::crypto::CryptoError as C;
         match e {
-            C::Integrity(what) => Error::new(ErrorKind::Integrity, format!("integrity check failed: {what}")),
+            C::Integrity(what) => Error::new(
+                ErrorKind::Integrity,
+                format!("integrity check failed: {what}"),
+            ),
             C::KdfParamsOutOfRange(what) => Error::new(ErrorKind::KdfParamsOutOfRange, what),
             C::Rng => Error::new(ErrorKind::Internal, "random number generator failed"),
             C::Internal(what) => Error::new(ErrorKind::Internal, what),

@@ -1,11 +1,12 @@
 //! Core (vault-level) tests: every admin command and status code, paging,
 //! passphrase handling, KDF caps, revocation crypto, nothing secret at rest.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod util;
 
 use circlefs::control::{Command, execute, parse_line};
-use circlefs::crypto::wrap::KeyPair;
 use circlefs::crypto::Key32;
+use circlefs::crypto::wrap::KeyPair;
 use circlefs::error::{ErrorKind, Status};
 use circlefs::format::aad;
 use circlefs::ids::{AccountId, CircleId, Epoch};
@@ -74,32 +75,86 @@ fn user_commands_and_codes() {
     std::fs::write(t.dir.path().join("p"), "bob-pw\n").unwrap();
     let pf = t.dir.path().join("p");
     let pfs = pf.display().to_string();
-    assert_eq!(code(&t, &a, &format!("user create bob --new-passphrase-file {pfs} --email bob@example.org --given-name Bob")), 200);
-    assert_eq!(code(&t, &a, &format!("user create bob --new-passphrase-file {pfs}")), 409);
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            &format!(
+                "user create bob --new-passphrase-file {pfs} --email bob@example.org --given-name Bob"
+            )
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            &format!("user create bob --new-passphrase-file {pfs}")
+        ),
+        409
+    );
     assert_eq!(code(&t, &a, "user create carol"), 406, "no passphrase");
-    assert_eq!(code(&t, &a, &format!("user create 'bad name' --new-passphrase-file {pfs}")), 400);
-    assert_eq!(code(&t, &a, "user create bob2 --new-passphrase-file /nonexistent/file"), 400);
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            &format!("user create 'bad name' --new-passphrase-file {pfs}")
+        ),
+        400
+    );
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            "user create bob2 --new-passphrase-file /nonexistent/file"
+        ),
+        400
+    );
     assert_eq!(code(&t, &a, "user info nosuch"), 404);
     let (st, text) = run(&t, &a, "user info bob");
     assert_eq!(st, Status::Ok);
-    assert!(text.contains("email: bob@example.org") && text.contains("verified: false"), "{text}");
+    assert!(
+        text.contains("email: bob@example.org") && text.contains("verified: false"),
+        "{text}"
+    );
     assert_eq!(code(&t, &a, "user verify bob"), 200);
     assert!(run(&t, &a, "user info bob").1.contains("verified: true"));
-    assert_eq!(code(&t, &a, "user modify bob --family-name Builder --may-change-password true"), 200);
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            "user modify bob --family-name Builder --may-change-password true"
+        ),
+        200
+    );
     let bob = t.vault.unlock("bob", &pass("bob-pw")).unwrap();
     // A plain account: own info yes, others no, no listing, no account management.
     assert_eq!(code(&t, &bob, "user info"), 200);
     assert_eq!(code(&t, &bob, "user info admin"), 403);
     assert_eq!(code(&t, &bob, "user list"), 403);
-    assert_eq!(code(&t, &bob, &format!("user create eve --new-passphrase-file {pfs}")), 403);
+    assert_eq!(
+        code(
+            &t,
+            &bob,
+            &format!("user create eve --new-passphrase-file {pfs}")
+        ),
+        403
+    );
     assert_eq!(code(&t, &bob, "user delete admin"), 403);
-    assert_eq!(code(&t, &bob, "user modify bob --email b@x"), 200, "own profile");
+    assert_eq!(
+        code(&t, &bob, "user modify bob --email b@x"),
+        200,
+        "own profile"
+    );
     assert_eq!(code(&t, &bob, "user modify bob --user-admin true"), 403);
     assert_eq!(code(&t, &a, "user modify bob --user-admin maybe"), 400);
     assert_eq!(code(&t, &a, "user delete admin"), 403);
     assert_eq!(code(&t, &a, "user delete nosuch"), 404);
     assert_eq!(code(&t, &a, "user delete bob"), 200);
-    assert_eq!(t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().status(), Status::Unauthorized);
+    assert_eq!(
+        t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().status(),
+        Status::Unauthorized
+    );
     // Deleted requester's session is refused.
     assert_eq!(code(&t, &bob, "user info"), 401);
     assert_eq!(code(&t, &a, "frobnicate"), 400);
@@ -117,17 +172,41 @@ fn user_admin_and_passwd_rules() {
     let pf = t.dir.path().join("np");
     std::fs::write(&pf, "x-pw").unwrap();
     let pfs = pf.display().to_string();
-    assert_eq!(code(&t, &ua, &format!("user create x --new-passphrase-file {pfs}")), 200);
+    assert_eq!(
+        code(
+            &t,
+            &ua,
+            &format!("user create x --new-passphrase-file {pfs}")
+        ),
+        200
+    );
     assert_eq!(code(&t, &ua, "user list"), 200);
-    assert_eq!(code(&t, &ua, &format!("user create y --user-admin --new-passphrase-file {pfs}")), 403, "only sysadmin grants user-admin");
+    assert_eq!(
+        code(
+            &t,
+            &ua,
+            &format!("user create y --user-admin --new-passphrase-file {pfs}")
+        ),
+        403,
+        "only sysadmin grants user-admin"
+    );
     assert_eq!(code(&t, &ua, "user modify admin --email a@b"), 403);
     // passwd needs may-change-password (or user-admin).
     let x = t.vault.unlock("x", &pass("x-pw")).unwrap();
-    assert_eq!(code(&t, &x, &format!("user passwd --new-passphrase-file {pfs}")), 403);
+    assert_eq!(
+        code(&t, &x, &format!("user passwd --new-passphrase-file {pfs}")),
+        403
+    );
     assert_eq!(code(&t, &x, "user passwd"), 406);
-    assert_eq!(code(&t, &ua, "user modify x --may-change-password true"), 200);
+    assert_eq!(
+        code(&t, &ua, "user modify x --may-change-password true"),
+        200
+    );
     std::fs::write(&pf, "x-new-pw\n").unwrap();
-    assert_eq!(code(&t, &x, &format!("user passwd --new-passphrase-file {pfs}")), 200);
+    assert_eq!(
+        code(&t, &x, &format!("user passwd --new-passphrase-file {pfs}")),
+        200
+    );
     assert!(t.vault.unlock("x", &pass("x-pw")).is_err());
     assert!(t.vault.unlock("x", &pass("x-new-pw")).is_ok());
 }
@@ -139,7 +218,10 @@ fn user_list_paging_and_query() {
     for n in ["anna", "bert", "carl", "dora", "emil"] {
         t.user(n);
     }
-    assert_eq!(code(&t, &a, "user modify dora --email dora@lab.example"), 200);
+    assert_eq!(
+        code(&t, &a, "user modify dora --email dora@lab.example"),
+        200
+    );
     assert_eq!(code(&t, &a, "user verify carl"), 200);
     let (rows, total) = t.vault.user_list(&a, None, false, 0, 100).unwrap();
     assert_eq!(total, 6);
@@ -147,11 +229,27 @@ fn user_list_paging_and_query() {
     let (rows, total) = t.vault.user_list(&a, None, false, 2, 2).unwrap();
     assert_eq!(total, 6);
     let names: Vec<_> = rows.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["anna", "bert", "carl", "dora", "emil", "admin"].iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().skip(2).take(2).collect::<Vec<_>>());
-    let (rows, total) = t.vault.user_list(&a, Some("lab.example"), false, 0, 10).unwrap();
+    assert_eq!(
+        names,
+        ["anna", "bert", "carl", "dora", "emil", "admin"]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .skip(2)
+            .take(2)
+            .collect::<Vec<_>>()
+    );
+    let (rows, total) = t
+        .vault
+        .user_list(&a, Some("lab.example"), false, 0, 10)
+        .unwrap();
     assert_eq!((total, rows[0].name.as_str()), (1, "dora"));
     let (rows, total) = t.vault.user_list(&a, Some("R"), false, 0, 10).unwrap();
-    assert_eq!(total, 3, "bert, carl, dora match 'r' case-insensitively: {rows:?}");
+    assert_eq!(
+        total, 3,
+        "bert, carl, dora match 'r' case-insensitively: {rows:?}"
+    );
     let (_, total) = t.vault.user_list(&a, None, true, 0, 10).unwrap();
     assert_eq!(total, 2, "admin and carl are verified");
     let (_, text) = run(&t, &a, "user list --start 5 --count 5");
@@ -176,14 +274,28 @@ fn circles_and_trustees() {
     // All or nothing: one unknown account, nobody added.
     assert_eq!(code(&t, &w, "trustee add docs max nosuch"), 404);
     let info = t.vault.circle_info(&w, "docs").unwrap();
-    assert_eq!(info.trustees.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["rita", "wendy"]);
-    assert_eq!(code(&t, &w, "trustee add docs max rita"), 409, "rita already a trustee: max not added either");
+    assert_eq!(
+        info.trustees
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["rita", "wendy"]
+    );
+    assert_eq!(
+        code(&t, &w, "trustee add docs max rita"),
+        409,
+        "rita already a trustee: max not added either"
+    );
     assert_eq!(t.vault.circle_info(&w, "docs").unwrap().trustees.len(), 2);
     // A read trustee cannot manage; neither can a write trustee.
     assert_eq!(code(&t, &r, "trustee add docs max"), 403);
     assert_eq!(code(&t, &w, "trustee set docs rita --level write"), 200);
     let r = t.login("rita");
-    assert_eq!(code(&t, &r, "trustee add docs max"), 403, "write trustee adding a trustee");
+    assert_eq!(
+        code(&t, &r, "trustee add docs max"),
+        403,
+        "write trustee adding a trustee"
+    );
     assert_eq!(code(&t, &r, "circle delete docs"), 403);
     assert_eq!(code(&t, &w, "trustee set docs rita --level boss"), 400);
     assert_eq!(code(&t, &w, "trustee set docs rita"), 406);
@@ -205,9 +317,22 @@ fn circles_and_trustees() {
     assert_eq!(st, Status::Ok);
     assert!(text.contains("epoch: 2"), "{text}");
     assert_eq!(code(&t, &w, "trustee remove docs rita"), 404);
-    assert_eq!(code(&t, &w, "circle set-members docs wendy:admin max:read"), 200);
-    assert_eq!(t.vault.circle_info(&w, "docs").unwrap().trustees, vec![("max".into(), TrustLevel::Read), ("wendy".into(), TrustLevel::Admin)]);
-    assert_eq!(code(&t, &w, "circle set-members docs max:read"), 409, "needs an admin");
+    assert_eq!(
+        code(&t, &w, "circle set-members docs wendy:admin max:read"),
+        200
+    );
+    assert_eq!(
+        t.vault.circle_info(&w, "docs").unwrap().trustees,
+        vec![
+            ("max".into(), TrustLevel::Read),
+            ("wendy".into(), TrustLevel::Admin)
+        ]
+    );
+    assert_eq!(
+        code(&t, &w, "circle set-members docs max:read"),
+        409,
+        "needs an admin"
+    );
     assert_eq!(code(&t, &w, "circle rekey docs"), 200);
     assert_eq!(code(&t, &w, "circle delete docs"), 200);
     assert_eq!(code(&t, &w, "circle info docs"), 404);
@@ -235,14 +360,26 @@ fn kdf_row_with_absurd_params_is_refused_quickly() {
     let t = TempStore::new();
     t.user("bob");
     let c = Connection::open(t.db()).unwrap();
-    c.execute("UPDATE accounts SET kdf_m = 4294967295 WHERE name = 'bob'", []).unwrap();
+    c.execute(
+        "UPDATE accounts SET kdf_m = 4294967295 WHERE name = 'bob'",
+        [],
+    )
+    .unwrap();
     let t0 = std::time::Instant::now();
     let e = t.vault.unlock("bob", &pass("bob-pw")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::KdfParamsOutOfRange);
     assert_eq!(e.status(), Status::Internal);
     assert!(t0.elapsed().as_millis() < 2000);
-    c.execute("UPDATE accounts SET kdf_m = 19456, kdf_t = 1 WHERE name = 'bob'", []).unwrap();
-    assert_eq!(t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().kind, ErrorKind::KdfParamsOutOfRange, "below the floor");
+    c.execute(
+        "UPDATE accounts SET kdf_m = 19456, kdf_t = 1 WHERE name = 'bob'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().kind,
+        ErrorKind::KdfParamsOutOfRange,
+        "below the floor"
+    );
 }
 
 #[test]
@@ -253,16 +390,26 @@ fn passphrase_change_touches_only_that_account() {
     let a = t.admin();
     assert_eq!(code(&t, &bob, "circle create b"), 200);
     assert_eq!(code(&t, &bob, "trustee add b carl"), 200);
-    assert_eq!(code(&t, &a, "user modify bob --may-change-password true"), 200);
+    assert_eq!(
+        code(&t, &a, "user modify bob --may-change-password true"),
+        200
+    );
     let before = dump(&t);
     t.vault.user_passwd(&bob, &pass("bob-new")).unwrap();
     let after = dump(&t);
     let changed: Vec<_> = before.iter().filter(|r| !after.contains(r)).collect();
-    assert_eq!(changed.len(), 1, "exactly bob's account row changed: {changed:?}");
+    assert_eq!(
+        changed.len(),
+        1,
+        "exactly bob's account row changed: {changed:?}"
+    );
     assert_eq!(changed[0].0, "accounts");
     assert!(changed[0].1.contains("Text(\"bob\")"));
     assert_eq!(before.len(), after.len());
-    assert_eq!(t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().status(), Status::Unauthorized);
+    assert_eq!(
+        t.vault.unlock("bob", &pass("bob-pw")).unwrap_err().status(),
+        Status::Unauthorized
+    );
     let bob2 = t.vault.unlock("bob", &pass("bob-new")).unwrap();
     assert_eq!(t.vault.circle_info(&bob2, "b").unwrap().trustees.len(), 2);
 }
@@ -277,7 +424,14 @@ fn admin_reset_gives_new_keys_and_trustees_heal_wraps() {
     assert_eq!(code(&t, &w, "trustee add docs rita"), 200);
     let pf = t.dir.path().join("reset");
     std::fs::write(&pf, "rita-reset").unwrap();
-    assert_eq!(code(&t, &a, &format!("user modify rita --new-passphrase-file {}", pf.display())), 200);
+    assert_eq!(
+        code(
+            &t,
+            &a,
+            &format!("user modify rita --new-passphrase-file {}", pf.display())
+        ),
+        200
+    );
     let rita = t.vault.unlock("rita", &pass("rita-reset")).unwrap();
     assert!(t.vault.my_circles(&rita).unwrap().len() == 1);
     // Her old wraps are gone until another trustee's session heals them.
@@ -297,11 +451,17 @@ fn removed_trustee_cannot_unwrap_new_epoch() {
     let bob = t.user("bob");
     assert_eq!(code(&t, &w, "circle create docs"), 200);
     assert_eq!(code(&t, &w, "trustee add docs bob"), 200);
-    let bob = { drop(bob); t.login("bob") };
+    let bob = {
+        drop(bob);
+        t.login("bob")
+    };
     let _ = t.vault.circle_info(&bob, "docs").unwrap();
     // Load bob's circle keys into the session, then capture everything.
     let row = t.vault.my_circles(&bob).unwrap().remove(0).0;
-    t.vault.store().read(|tx| t.vault.circle_keys(tx, &bob, &row)).unwrap();
+    t.vault
+        .store()
+        .read(|tx| t.vault.circle_keys(tx, &bob, &row))
+        .unwrap();
     let captured = bob.export_keys();
     assert_eq!(captured.circles.len(), 1);
     assert_eq!(code(&t, &w, "trustee remove docs bob"), 200);
@@ -321,15 +481,28 @@ fn removed_trustee_cannot_unwrap_new_epoch() {
             assert!(bob_kp.unwrap_key(&ctx, wrapped).is_err());
         }
     }
-    let left: i64 = c.query_row("SELECT COUNT(*) FROM circle_keys WHERE account_id = ?1", [bob.account.0], |r| r.get(0)).unwrap();
+    let left: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM circle_keys WHERE account_id = ?1",
+            [bob.account.0],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(left, 0, "removed account keeps no wraps");
     // The remaining trustee unwraps the new epoch.
     let w2 = t.login("wendy");
     let row = t.vault.my_circles(&w2).unwrap().remove(0).0;
-    let keys = t.vault.store().read(|tx| t.vault.circle_keys(tx, &w2, &row)).unwrap();
+    let keys = t
+        .vault
+        .store()
+        .read(|tx| t.vault.circle_keys(tx, &w2, &row))
+        .unwrap();
     assert_eq!(keys.current, Epoch(2));
     assert!(keys.epochs.contains_key(&Epoch(1)) && keys.epochs.contains_key(&Epoch(2)));
-    assert_ne!(keys.epoch(Epoch(2)).unwrap().ck.expose(), &captured.circles[0].2);
+    assert_ne!(
+        keys.epoch(Epoch(2)).unwrap().ck.expose(),
+        &captured.circles[0].2
+    );
 }
 
 #[cfg(feature = "test-hooks")]
@@ -342,17 +515,33 @@ fn nothing_secret_at_rest() {
     let mut sessions = Vec::new();
     for (i, m) in markers.iter().enumerate() {
         std::fs::write(&pf, m).unwrap();
-        assert_eq!(code(&t, &a, &format!("user create u{i} --new-passphrase-file {}", pf.display())), 200);
+        assert_eq!(
+            code(
+                &t,
+                &a,
+                &format!("user create u{i} --new-passphrase-file {}", pf.display())
+            ),
+            200
+        );
         sessions.push(t.vault.unlock(&format!("u{i}"), &pass(m)).unwrap());
     }
     std::fs::remove_file(&pf).unwrap();
     let circle = "MARKER-CIRCLE-55aa01";
-    assert_eq!(code(&t, &sessions[0], &format!("circle create {circle}")), 200);
-    assert_eq!(code(&t, &sessions[0], "trustee add MARKER-CIRCLE-55aa01 u1"), 200);
+    assert_eq!(
+        code(&t, &sessions[0], &format!("circle create {circle}")),
+        200
+    );
+    assert_eq!(
+        code(&t, &sessions[0], "trustee add MARKER-CIRCLE-55aa01 u1"),
+        200
+    );
     let mut secrets: Vec<Vec<u8>> = Vec::new();
     for s in &sessions {
         for (row, _, _) in t.vault.my_circles(s).unwrap() {
-            t.vault.store().read(|tx| t.vault.circle_keys(tx, s, &row)).unwrap();
+            t.vault
+                .store()
+                .read(|tx| t.vault.circle_keys(tx, s, &row))
+                .unwrap();
         }
         let k = s.export_keys();
         secrets.push(k.secret.to_vec());
@@ -361,12 +550,24 @@ fn nothing_secret_at_rest() {
     }
     assert!(secrets.len() >= 6);
     let check = |when: &str| {
-        for m in markers.iter().map(|m| m.as_bytes()).chain([circle.as_bytes()]) {
-            assert!(util::scan(&t.store(), m).is_empty(), "{when}: {} found", String::from_utf8_lossy(m));
+        for m in markers
+            .iter()
+            .map(|m| m.as_bytes())
+            .chain([circle.as_bytes()])
+        {
+            assert!(
+                util::scan(&t.store(), m).is_empty(),
+                "{when}: {} found",
+                String::from_utf8_lossy(m)
+            );
         }
         for (p, bytes) in util::all_files(&t.store()) {
             for s in &secrets {
-                assert!(!util::contains(&bytes, s), "{when}: a raw key found in {}", p.display());
+                assert!(
+                    !util::contains(&bytes, s),
+                    "{when}: a raw key found in {}",
+                    p.display()
+                );
             }
         }
     };
@@ -389,5 +590,8 @@ fn parser_errors_map_to_400_and_406() {
         let e = parse_line(line).unwrap_err();
         assert_eq!(e.status(), want, "{line:?}");
     }
-    assert!(matches!(parse_line("circle list").unwrap(), Command::CircleList));
+    assert!(matches!(
+        parse_line("circle list").unwrap(),
+        Command::CircleList
+    ));
 }

@@ -11,7 +11,11 @@ use crate::error::{Error, ErrorKind, Status};
 
 /// Quote a word for the command language.
 fn quote(w: &str) -> String {
-    if !w.is_empty() && !w.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+    if !w.is_empty()
+        && !w
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+    {
         return w.to_string();
     }
     let mut s = String::from("\"");
@@ -27,12 +31,19 @@ fn quote(w: &str) -> String {
 
 /// Send one line through a fresh handle; returns the raw response text.
 fn send(mountpoint: &Path, line: &str) -> Result<Vec<u8>, Error> {
-    let path = mountpoint.join(crate::fusefs::CTL_DIR_NAME).join(crate::fusefs::CTL_FILE_NAME);
+    let path = mountpoint
+        .join(crate::fusefs::CTL_DIR_NAME)
+        .join(crate::fusefs::CTL_FILE_NAME);
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| Error::new(ErrorKind::NotFound, format!("{} is not a circlefs mount ({e})", mountpoint.display())))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not a circlefs mount ({e})", mountpoint.display()),
+            )
+        })?;
     let mut data = line.as_bytes().to_vec();
     data.push(b'\n');
     f.write_all_at(&data, 0)?;
@@ -75,9 +86,20 @@ fn status_of(resp: &[u8], json: bool) -> u8 {
 pub fn run(mountpoint: &Path, json: bool, command: &[String]) -> ExitCode {
     let prefix = if json { "--json " } else { "" };
     let lines: Vec<String> = if command.len() == 1 && command[0] == "-" {
-        std::io::stdin().lock().lines().map_while(|l| l.ok()).filter(|l| !l.trim().is_empty()).collect()
+        std::io::stdin()
+            .lock()
+            .lines()
+            .map_while(|l| l.ok())
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     } else {
-        vec![command.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")]
+        vec![
+            command
+                .iter()
+                .map(|w| quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]
     };
     let mut code = 0u8;
     let mut so = std::io::stdout().lock();

@@ -3,8 +3,8 @@
 //! output line (the mount result) before exiting.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::control::Response;
@@ -13,7 +13,14 @@ use crate::error::{Error, ErrorKind, Result};
 use super::PassArgs;
 
 /// Start the daemon; returns the response it reported (mounted, or why not).
-pub fn spawn_daemon(store: &Path, mountpoint: &Path, user: &str, pass: &PassArgs, options: &[String], log_file: Option<&Path>) -> Result<Option<Response>> {
+pub fn spawn_daemon(
+    store: &Path,
+    mountpoint: &Path,
+    user: &str,
+    pass: &PassArgs,
+    options: &[String],
+    log_file: Option<&Path>,
+) -> Result<Option<Response>> {
     let p = pass.read(user)?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
@@ -30,9 +37,13 @@ pub fn spawn_daemon(store: &Path, mountpoint: &Path, user: &str, pass: &PassArgs
         cmd.arg("--log-file").arg(l);
     }
     cmd.arg("--").arg(store).arg(mountpoint);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the daemon: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the daemon: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         let mut data = p.expose().to_vec();
         data.push(b'\n');
@@ -47,11 +58,18 @@ pub fn spawn_daemon(store: &Path, mountpoint: &Path, user: &str, pass: &PassArgs
     let line = line.trim_end();
     if line.is_empty() {
         let status = child.wait()?;
-        return Err(Error::new(ErrorKind::Internal, format!("daemon exited ({status}) before mounting; see --log-file")));
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!("daemon exited ({status}) before mounting; see --log-file"),
+        ));
     }
     // Relay the daemon's own status line.
     println!("{line}");
-    let code: u16 = line.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
+    let code: u16 = line
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(500);
     if code == 200 {
         std::process::exit(0);
     }

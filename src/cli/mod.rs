@@ -17,7 +17,11 @@ use crate::vault::Vault;
 
 /// circlefs: encrypted shared workspaces.
 #[derive(Parser, Debug)]
-#[command(name = "circlefs", version, about = "Encrypted FUSE filesystem for shared workspaces")]
+#[command(
+    name = "circlefs",
+    version,
+    about = "Encrypted FUSE filesystem for shared workspaces"
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Sub,
@@ -159,7 +163,13 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> ExitCode {
     match cli.cmd {
-        Sub::Init { store, admin, kdf, new_passphrase_file, json } => {
+        Sub::Init {
+            store,
+            admin,
+            kdf,
+            new_passphrase_file,
+            json,
+        } => {
             let r = (|| {
                 let pass = match &new_passphrase_file {
                     Some(f) => pass::from_file(f)?,
@@ -176,7 +186,13 @@ fn run(cli: Cli) -> ExitCode {
                 Err(e) => emit_err(&e, json),
             }
         }
-        Sub::Admin { store, user, pass, json, command } => {
+        Sub::Admin {
+            store,
+            user,
+            pass,
+            json,
+            command,
+        } => {
             let r = (|| {
                 let mut cmd = control::parse_tokens(&command)?;
                 let vault = Vault::open(&store)?;
@@ -190,20 +206,45 @@ fn run(cli: Cli) -> ExitCode {
                 Err(e) => emit_err(&e, json),
             }
         }
-        Sub::Mount { store, mountpoint, user, pass, foreground, options, log_file } => {
-            run_mount(store, mountpoint, user, pass, foreground, options, log_file)
-        }
+        Sub::Mount {
+            store,
+            mountpoint,
+            user,
+            pass,
+            foreground,
+            options,
+            log_file,
+        } => run_mount(store, mountpoint, user, pass, foreground, options, log_file),
         Sub::Umount { mountpoint } => run_umount(mountpoint),
-        Sub::Control { mountpoint, json, command } => crate::cli::client::run(&mountpoint, json, &command),
+        Sub::Control {
+            mountpoint,
+            json,
+            command,
+        } => crate::cli::client::run(&mountpoint, json, &command),
     }
 }
 
-fn run_mount(store: PathBuf, mountpoint: PathBuf, user: String, pass: PassArgs, foreground: bool, options: Vec<String>, log_file: Option<PathBuf>) -> ExitCode {
+fn run_mount(
+    store: PathBuf,
+    mountpoint: PathBuf,
+    user: String,
+    pass: PassArgs,
+    foreground: bool,
+    options: Vec<String>,
+    log_file: Option<PathBuf>,
+) -> ExitCode {
     let r = (|| {
         let opts = crate::daemon::MountOptions::parse(&options)?;
         crate::daemon::sanity_checks(&store, &mountpoint)?;
         if !foreground {
-            return crate::cli::detach::spawn_daemon(&store, &mountpoint, &user, &pass, &options, log_file.as_deref());
+            return crate::cli::detach::spawn_daemon(
+                &store,
+                &mountpoint,
+                &user,
+                &pass,
+                &options,
+                log_file.as_deref(),
+            );
         }
         init_logging(log_file.as_deref());
         let vault = std::sync::Arc::new(Vault::open(&store)?);
@@ -211,12 +252,19 @@ fn run_mount(store: PathBuf, mountpoint: PathBuf, user: String, pass: PassArgs, 
         let session = vault.unlock(&user, &p)?;
         drop(p);
         let mp = mountpoint.clone();
-        crate::daemon::serve(vault, session, store.clone(), &mountpoint, &opts, move || {
-            let r = Response::ok(format!("mounted at {}", mp.display()));
-            let mut so = std::io::stdout().lock();
-            let _ = so.write_all(r.text().as_bytes());
-            let _ = so.flush();
-        })?;
+        crate::daemon::serve(
+            vault,
+            session,
+            store.clone(),
+            &mountpoint,
+            &opts,
+            move || {
+                let r = Response::ok(format!("mounted at {}", mp.display()));
+                let mut so = std::io::stdout().lock();
+                let _ = so.write_all(r.text().as_bytes());
+                let _ = so.flush();
+            },
+        )?;
         Ok::<_, Error>(None)
     })();
     match r {
@@ -231,34 +279,52 @@ fn init_logging(file: Option<&std::path::Path>) {
     // fuser logs request arguments (plaintext file names) at debug/trace:
     // never let them reach a log, whatever RUST_LOG says.
     b.filter_module("fuser", log::LevelFilter::Warn);
-    if let Some(f) = file {
-        if let Ok(fh) = std::fs::OpenOptions::new().create(true).append(true).open(f) {
-            b.target(env_logger::Target::Pipe(Box::new(fh)));
-        }
+    if let Some(f) = file
+        && let Ok(fh) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+    {
+        b.target(env_logger::Target::Pipe(Box::new(fh)));
     }
     let _ = b.try_init();
 }
 
 fn run_umount(mountpoint: PathBuf) -> ExitCode {
-    let r = (|| {
-        let out = std::process::Command::new("fusermount3").arg("-u").arg("--").arg(&mountpoint).output();
+    let r = {
+        let out = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("--")
+            .arg(&mountpoint)
+            .output();
         match out {
-            Ok(o) if o.status.success() => Ok(Response::ok(format!("unmounted {}", mountpoint.display()))),
+            Ok(o) if o.status.success() => {
+                Ok(Response::ok(format!("unmounted {}", mountpoint.display())))
+            }
             Ok(o) => {
                 // Fall back to umount(2) (root), e.g. when fusermount3 refuses.
                 match nix::mount::umount(&mountpoint) {
                     Ok(()) => Ok(Response::ok(format!("unmounted {}", mountpoint.display()))),
                     Err(e) => Err(Error::new(
                         crate::error::ErrorKind::BadRequest,
-                        format!("cannot unmount {}: {} ({e})", mountpoint.display(), String::from_utf8_lossy(&o.stderr).trim()),
+                        format!(
+                            "cannot unmount {}: {} ({e})",
+                            mountpoint.display(),
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ),
                     )),
                 }
             }
             Err(_) => nix::mount::umount(&mountpoint)
                 .map(|()| Response::ok(format!("unmounted {}", mountpoint.display())))
-                .map_err(|e| Error::new(crate::error::ErrorKind::BadRequest, format!("cannot unmount {}: {e}", mountpoint.display()))),
+                .map_err(|e| {
+                    Error::new(
+                        crate::error::ErrorKind::BadRequest,
+                        format!("cannot unmount {}: {e}", mountpoint.display()),
+                    )
+                }),
         }
-    })();
+    };
     match r {
         Ok(r) => emit(&r, false),
         Err(e) => emit_err(&e, false),
@@ -269,4 +335,3 @@ fn run_umount(mountpoint: PathBuf) -> ExitCode {
 pub fn exit_code(s: Status) -> u8 {
     s.exit_code()
 }
-

@@ -25,7 +25,10 @@ pub fn from_file(p: &Path) -> Result<Passphrase> {
 /// EOF). Opened through `/proc/self/fd/N`, which needs no unsafe code.
 pub fn from_fd(fd: i32) -> Result<Passphrase> {
     if fd < 0 {
-        return Err(Error::new(ErrorKind::BadRequest, "--passphrase-fd must be >= 0"));
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "--passphrase-fd must be >= 0",
+        ));
     }
     let f = std::fs::File::open(format!("/proc/self/fd/{fd}"))
         .map_err(|e| Error::new(ErrorKind::BadRequest, format!("--passphrase-fd {fd}: {e}")))?;
@@ -37,19 +40,33 @@ pub fn from_fd(fd: i32) -> Result<Passphrase> {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => buf.push(byte[0]),
-            Err(e) => return Err(Error::new(ErrorKind::BadRequest, format!("--passphrase-fd {fd}: {e}"))),
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::BadRequest,
+                    format!("--passphrase-fd {fd}: {e}"),
+                ));
+            }
         }
     }
     if buf.len() > 4096 {
-        return Err(Error::new(ErrorKind::BadRequest, "passphrase longer than 4096 bytes"));
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "passphrase longer than 4096 bytes",
+        ));
     }
     Ok(Passphrase::new(strip(buf)))
 }
 
 /// Prompt without echo on the terminal.
 pub fn prompt(what: &str) -> Result<Passphrase> {
-    let s = rpassword::prompt_password(format!("{what}: "))
-        .map_err(|e| Error::new(ErrorKind::Missing, format!("cannot prompt for a passphrase ({e}); use --passphrase-file or --passphrase-fd")))?;
+    let s = rpassword::prompt_password(format!("{what}: ")).map_err(|e| {
+        Error::new(
+            ErrorKind::Missing,
+            format!(
+                "cannot prompt for a passphrase ({e}); use --passphrase-file or --passphrase-fd"
+            ),
+        )
+    })?;
     Ok(Passphrase::new(s.into_bytes()))
 }
 
@@ -58,7 +75,10 @@ pub fn prompt_new(what: &str) -> Result<Passphrase> {
     let a = prompt(what)?;
     let b = prompt("Repeat it")?;
     if a != b {
-        return Err(Error::new(ErrorKind::BadRequest, "the passphrases do not match"));
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "the passphrases do not match",
+        ));
     }
     Ok(a)
 }

@@ -15,11 +15,24 @@ pub fn read_pass(src: &PassSource) -> Result<Passphrase> {
     match src {
         PassSource::Value(p) => Ok(p.clone()),
         PassSource::File(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| Error::new(ErrorKind::BadRequest, format!("cannot read passphrase file {}: {e}", path.display())))?;
+            let meta = std::fs::metadata(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::BadRequest,
+                    format!("cannot read passphrase file {}: {e}", path.display()),
+                )
+            })?;
             if meta.len() > 4096 || !meta.is_file() {
-                return Err(Error::new(ErrorKind::BadRequest, format!("{} is not a passphrase file", path.display())));
+                return Err(Error::new(
+                    ErrorKind::BadRequest,
+                    format!("{} is not a passphrase file", path.display()),
+                ));
             }
-            let mut b = std::fs::read(path).map_err(|e| Error::new(ErrorKind::BadRequest, format!("cannot read passphrase file {}: {e}", path.display())))?;
+            let mut b = std::fs::read(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::BadRequest,
+                    format!("cannot read passphrase file {}: {e}", path.display()),
+                )
+            })?;
             if b.last() == Some(&b'\n') {
                 b.pop();
                 if b.last() == Some(&b'\r') {
@@ -70,21 +83,27 @@ pub fn execute(v: &Vault, s: &Session, cmd: &Command) -> Response {
         Err(e) => Response::error(&e),
     };
     // Membership changes are durable before the response is seen.
-    if cmd.mutates() {
-        if let Err(e) = v.store().sync() {
-            return Response::error(&Error::from(e));
-        }
+    if cmd.mutates()
+        && let Err(e) = v.store().sync()
+    {
+        return Response::error(&Error::from(e));
     }
     r
 }
 
 fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
     match cmd {
-        Command::Help => Ok(Response::ok("commands").with(
-            HELP.iter().map(|l| l.to_string()).collect(),
-            json!(HELP),
-        )),
-        Command::UserCreate { name, pass, may_change_password, user_admin, given_name, family_name, email } => {
+        Command::Help => Ok(Response::ok("commands")
+            .with(HELP.iter().map(|l| l.to_string()).collect(), json!(HELP))),
+        Command::UserCreate {
+            name,
+            pass,
+            may_change_password,
+            user_admin,
+            given_name,
+            family_name,
+            email,
+        } => {
             v.user_create(
                 s,
                 NewUser {
@@ -92,7 +111,11 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
                     pass: pass_opt(pass)?,
                     may_change_password: *may_change_password,
                     user_admin: *user_admin,
-                    person: Person { given_name: given_name.clone(), family_name: family_name.clone(), email: email.clone() },
+                    person: Person {
+                        given_name: given_name.clone(),
+                        family_name: family_name.clone(),
+                        email: email.clone(),
+                    },
                 },
             )?;
             Ok(Response::ok(format!("account {name} created")))
@@ -101,7 +124,15 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
             v.user_delete(s, name)?;
             Ok(Response::ok(format!("account {name} deleted")))
         }
-        Command::UserModify { name, pass, may_change_password, user_admin, given_name, family_name, email } => {
+        Command::UserModify {
+            name,
+            pass,
+            may_change_password,
+            user_admin,
+            given_name,
+            family_name,
+            email,
+        } => {
             v.user_modify(
                 s,
                 name,
@@ -117,7 +148,12 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
             Ok(Response::ok(format!("account {name} modified")))
         }
         Command::UserPasswd { pass } => {
-            let p = pass_opt(pass)?.ok_or_else(|| Error::new(ErrorKind::Missing, "a new passphrase is required (--new-passphrase-file)"))?;
+            let p = pass_opt(pass)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Missing,
+                    "a new passphrase is required (--new-passphrase-file)",
+                )
+            })?;
             v.user_passwd(s, &p)?;
             Ok(Response::ok("passphrase changed"))
         }
@@ -139,12 +175,25 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
                 lines.push(format!("circle: {} {}", c, l));
             }
             let mut data = account_json(a);
-            data["circles"] = json!(info.circles.iter().map(|(c, l)| json!({"circle": c.0, "level": l.as_str()})).collect::<Vec<_>>());
+            data["circles"] = json!(
+                info.circles
+                    .iter()
+                    .map(|(c, l)| json!({"circle": c.0, "level": l.as_str()}))
+                    .collect::<Vec<_>>()
+            );
             Ok(Response::ok(format!("account {name}")).with(lines, data))
         }
-        Command::UserList { query, verified_only, start, count } => {
+        Command::UserList {
+            query,
+            verified_only,
+            start,
+            count,
+        } => {
             let (rows, total) = v.user_list(s, query.as_deref(), *verified_only, *start, *count)?;
-            let mut lines = vec![format!("total: {total} start: {start} count: {}", rows.len())];
+            let mut lines = vec![format!(
+                "total: {total} start: {start} count: {}",
+                rows.len()
+            )];
             lines.extend(rows.iter().map(|a| format!("{} {}", a.name, flags_text(a))));
             let data = json!({"total": total, "start": start, "count": rows.len(), "accounts": rows.iter().map(account_json).collect::<Vec<_>>()});
             Ok(Response::ok(format!("{} of {total} accounts", rows.len())).with(lines, data))
@@ -178,26 +227,49 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
                 .iter()
                 .map(|(n, l)| format!("{} {}", n, l.map(|l| l.as_str()).unwrap_or("-")))
                 .collect();
-            let data = json!(list.iter().map(|(n, l)| json!({"circle": n.0, "level": l.map(|l| l.as_str())})).collect::<Vec<_>>());
+            let data = json!(
+                list.iter()
+                    .map(|(n, l)| json!({"circle": n.0, "level": l.map(|l| l.as_str())}))
+                    .collect::<Vec<_>>()
+            );
             Ok(Response::ok(format!("{} circles", list.len())).with(lines, data))
         }
         Command::CircleSetMembers { name, members } => {
             v.circle_set_members(s, name, members)?;
-            Ok(Response::ok(format!("circle {name} now has {} trustees", members.len())))
+            Ok(Response::ok(format!(
+                "circle {name} now has {} trustees",
+                members.len()
+            )))
         }
         Command::CircleRekey { name } => {
             let e = v.circle_rekey(s, name)?;
-            Ok(Response::ok(format!("circle {name} is at key epoch {e}")).with(vec![format!("epoch: {e}")], json!({"epoch": e.0})))
+            Ok(Response::ok(format!("circle {name} is at key epoch {e}"))
+                .with(vec![format!("epoch: {e}")], json!({"epoch": e.0})))
         }
-        Command::TrusteeAdd { circle, users, level } => {
+        Command::TrusteeAdd {
+            circle,
+            users,
+            level,
+        } => {
             v.trustee_add(s, circle, users, *level)?;
-            Ok(Response::ok(format!("{} added to {circle} as {level}", users.join(", "))))
+            Ok(Response::ok(format!(
+                "{} added to {circle} as {level}",
+                users.join(", ")
+            )))
         }
         Command::TrusteeRemove { circle, users } => {
             let e = v.trustee_remove(s, circle, users)?;
-            Ok(Response::ok(format!("{} removed from {circle}; key epoch {e}", users.join(", "))).with(vec![format!("epoch: {e}")], json!({"epoch": e.0})))
+            Ok(Response::ok(format!(
+                "{} removed from {circle}; key epoch {e}",
+                users.join(", ")
+            ))
+            .with(vec![format!("epoch: {e}")], json!({"epoch": e.0})))
         }
-        Command::TrusteeSet { circle, user, level } => {
+        Command::TrusteeSet {
+            circle,
+            user,
+            level,
+        } => {
             v.trustee_set(s, circle, user, *level)?;
             Ok(Response::ok(format!("{user} is now {level} in {circle}")))
         }

@@ -151,7 +151,11 @@ impl Command {
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
-            Command::UserInfo { .. } | Command::UserList { .. } | Command::CircleInfo { .. } | Command::CircleList | Command::Help
+            Command::UserInfo { .. }
+                | Command::UserList { .. }
+                | Command::CircleInfo { .. }
+                | Command::CircleList
+                | Command::Help
         )
     }
 }
@@ -294,7 +298,10 @@ fn split(words: &[String], spec: Spec<'_>) -> Result<Args> {
 
 impl Args {
     fn opt(&self, name: &str) -> Option<String> {
-        self.opts.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone())
+        self.opts
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
     }
     fn flag(&self, name: &str) -> bool {
         self.opts.iter().any(|(n, _)| n == name)
@@ -317,7 +324,8 @@ impl Args {
         }
     }
     fn pass(&self) -> Option<PassSource> {
-        self.opt("new-passphrase-file").map(|p| PassSource::File(PathBuf::from(p)))
+        self.opt("new-passphrase-file")
+            .map(|p| PassSource::File(PathBuf::from(p)))
     }
     fn one(&self, what: &str) -> Result<String> {
         match self.pos.len() {
@@ -335,11 +343,19 @@ impl Args {
 }
 
 fn level(v: &str) -> Result<TrustLevel> {
-    v.parse::<TrustLevel>()
-        .map_err(|_| Error::new(ErrorKind::BadRequest, format!("unknown level {v} (read|write|admin)")))
+    v.parse::<TrustLevel>().map_err(|_| {
+        Error::new(
+            ErrorKind::BadRequest,
+            format!("unknown level {v} (read|write|admin)"),
+        )
+    })
 }
 
-const PERSON: [(&str, Option<bool>); 3] = [("given-name", Some(true)), ("family-name", Some(true)), ("email", Some(true))];
+const PERSON: [(&str, Option<bool>); 3] = [
+    ("given-name", Some(true)),
+    ("family-name", Some(true)),
+    ("email", Some(true)),
+];
 
 /// Parse already-split words (argv of `admin`/`control`, or a tokenized line).
 pub fn parse_tokens(words: &[String]) -> Result<Command> {
@@ -392,7 +408,9 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
                 email: a.opt("email"),
             })
         }
-        ("user", "delete") => Ok(Command::UserDelete { name: split(rest, &[])?.one("account name")? }),
+        ("user", "delete") => Ok(Command::UserDelete {
+            name: split(rest, &[])?.one("account name")?,
+        }),
         ("user", "modify") => {
             let a = split(rest, &spec_user_modify)?;
             Ok(Command::UserModify {
@@ -419,7 +437,15 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
             Ok(Command::UserInfo { name })
         }
         ("user", "list") => {
-            let a = split(rest, &[("query", Some(true)), ("status", Some(true)), ("start", Some(true)), ("count", Some(true))])?;
+            let a = split(
+                rest,
+                &[
+                    ("query", Some(true)),
+                    ("status", Some(true)),
+                    ("start", Some(true)),
+                    ("count", Some(true)),
+                ],
+            )?;
             a.none()?;
             let verified_only = match a.opt("status").as_deref() {
                 None | Some("any") => false,
@@ -433,11 +459,21 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
                 count: a.int_opt("count", 100)?.min(10_000),
             })
         }
-        ("user", "verify") => Ok(Command::UserVerify { name: split(rest, &[])?.one("account name")? }),
-        ("circle", "create") => Ok(Command::CircleCreate { name: split(rest, &[])?.one("circle name")? }),
-        ("circle", "delete") => Ok(Command::CircleDelete { name: split(rest, &[])?.one("circle name")? }),
-        ("circle", "info") => Ok(Command::CircleInfo { name: split(rest, &[])?.one("circle name")? }),
-        ("circle", "rekey") => Ok(Command::CircleRekey { name: split(rest, &[])?.one("circle name")? }),
+        ("user", "verify") => Ok(Command::UserVerify {
+            name: split(rest, &[])?.one("account name")?,
+        }),
+        ("circle", "create") => Ok(Command::CircleCreate {
+            name: split(rest, &[])?.one("circle name")?,
+        }),
+        ("circle", "delete") => Ok(Command::CircleDelete {
+            name: split(rest, &[])?.one("circle name")?,
+        }),
+        ("circle", "info") => Ok(Command::CircleInfo {
+            name: split(rest, &[])?.one("circle name")?,
+        }),
+        ("circle", "rekey") => Ok(Command::CircleRekey {
+            name: split(rest, &[])?.one("circle name")?,
+        }),
         ("circle", "list") => {
             split(rest, &[])?.none()?;
             Ok(Command::CircleList)
@@ -457,7 +493,10 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
                     None => Ok((m.clone(), TrustLevel::Write)),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Command::CircleSetMembers { name: name.clone(), members })
+            Ok(Command::CircleSetMembers {
+                name: name.clone(),
+                members,
+            })
         }
         ("trustee", "add") => {
             let a = split(rest, &[("level", Some(true))])?;
@@ -471,7 +510,11 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
                 Some(l) => level(&l)?,
                 None => TrustLevel::Write,
             };
-            Ok(Command::TrusteeAdd { circle: circle.clone(), users: users.to_vec(), level: lvl })
+            Ok(Command::TrusteeAdd {
+                circle: circle.clone(),
+                users: users.to_vec(),
+                level: lvl,
+            })
         }
         ("trustee", "remove") => {
             let a = split(rest, &[])?;
@@ -481,18 +524,30 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
             if users.is_empty() {
                 return missing("no account named");
             }
-            Ok(Command::TrusteeRemove { circle: circle.clone(), users: users.to_vec() })
+            Ok(Command::TrusteeRemove {
+                circle: circle.clone(),
+                users: users.to_vec(),
+            })
         }
         ("trustee", "set") => {
             let a = split(rest, &[("level", Some(true))])?;
-            let lvl = level(&a.opt("level").ok_or_else(|| Error::new(ErrorKind::Missing, "--level is missing"))?)?;
+            let lvl = level(
+                &a.opt("level")
+                    .ok_or_else(|| Error::new(ErrorKind::Missing, "--level is missing"))?,
+            )?;
             match a.pos.as_slice() {
-                [c, u] => Ok(Command::TrusteeSet { circle: c.clone(), user: u.clone(), level: lvl }),
+                [c, u] => Ok(Command::TrusteeSet {
+                    circle: c.clone(),
+                    user: u.clone(),
+                    level: lvl,
+                }),
                 [] | [_] => missing("usage: trustee set CIRCLE USER --level LEVEL"),
                 _ => bad("usage: trustee set CIRCLE USER --level LEVEL"),
             }
         }
-        ("user" | "circle" | "trustee", v) => bad(format!("unknown operation {noun} {v} (see help)")),
+        ("user" | "circle" | "trustee", v) => {
+            bad(format!("unknown operation {noun} {v} (see help)"))
+        }
         (n, _) => bad(format!("unknown command {n} (see help)")),
     }
 }
@@ -530,20 +585,45 @@ mod tests {
     fn parses_commands() {
         assert_eq!(
             p("trustee add docs bob carol --level read").unwrap(),
-            Command::TrusteeAdd { circle: "docs".into(), users: vec!["bob".into(), "carol".into()], level: TrustLevel::Read }
+            Command::TrusteeAdd {
+                circle: "docs".into(),
+                users: vec!["bob".into(), "carol".into()],
+                level: TrustLevel::Read
+            }
         );
         assert_eq!(
             p("circle create \"Team Docs\"").unwrap(),
-            Command::CircleCreate { name: "Team Docs".into() }
+            Command::CircleCreate {
+                name: "Team Docs".into()
+            }
         );
-        assert!(matches!(p("user create bob --user-admin --email=b@x").unwrap(), Command::UserCreate { user_admin: true, .. }));
+        assert!(matches!(
+            p("user create bob --user-admin --email=b@x").unwrap(),
+            Command::UserCreate {
+                user_admin: true,
+                ..
+            }
+        ));
         assert!(matches!(
             p("user modify bob --may-change-password false").unwrap(),
-            Command::UserModify { may_change_password: Some(false), .. }
+            Command::UserModify {
+                may_change_password: Some(false),
+                ..
+            }
         ));
-        assert!(matches!(p("user list --start 2 --count 3").unwrap(), Command::UserList { start: 2, count: 3, .. }));
+        assert!(matches!(
+            p("user list --start 2 --count 3").unwrap(),
+            Command::UserList {
+                start: 2,
+                count: 3,
+                ..
+            }
+        ));
         assert_eq!(p("circle list").unwrap(), Command::CircleList);
-        assert!(matches!(p("circle set-members d a:admin b").unwrap(), Command::CircleSetMembers { .. }));
+        assert!(matches!(
+            p("circle set-members d a:admin b").unwrap(),
+            Command::CircleSetMembers { .. }
+        ));
     }
 
     #[test]
@@ -557,7 +637,10 @@ mod tests {
         assert_eq!(k("frobnicate x"), ErrorKind::BadRequest);
         assert_eq!(k("user fly"), ErrorKind::BadRequest);
         assert_eq!(k("user create bob --bogus"), ErrorKind::BadRequest);
-        assert_eq!(k("trustee add docs bob --level root"), ErrorKind::BadRequest);
+        assert_eq!(
+            k("trustee add docs bob --level root"),
+            ErrorKind::BadRequest
+        );
         assert_eq!(k("user create \"bob"), ErrorKind::BadRequest);
         assert_eq!(k(&"x".repeat(5000)), ErrorKind::BadRequest);
         assert_eq!(k("user list --count -1"), ErrorKind::BadRequest);

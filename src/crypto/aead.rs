@@ -28,7 +28,13 @@ impl Cipher {
         let n = Nonce::from(nonce);
         let ct = self
             .0
-            .encrypt(&n, Payload { msg: plaintext, aad })
+            .encrypt(
+                &n,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Internal("seal refused the input length".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -51,9 +57,16 @@ impl Cipher {
 
     /// Seal in place into `out` (exactly `OVERHEAD + buf.len()` bytes):
     /// `out = nonce || ct || tag`. Used for content blocks (no allocation).
-    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+    pub fn seal_into(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
         if out.len() != plaintext.len() + OVERHEAD {
-            return Err(CryptoError::Internal("seal_into: wrong output length".into()));
+            return Err(CryptoError::Internal(
+                "seal_into: wrong output length".into(),
+            ));
         }
         let nonce = random_bytes::<NONCE_LEN>()?;
         let (n_out, rest) = out.split_at_mut(NONCE_LEN);
@@ -69,7 +82,13 @@ impl Cipher {
     }
 
     /// Open `sealed = nonce || ct || tag` into `out` (exactly `sealed.len() - OVERHEAD`).
-    pub fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut [u8], what: &str) -> Result<(), CryptoError> {
+    pub fn open_into(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        out: &mut [u8],
+        what: &str,
+    ) -> Result<(), CryptoError> {
         if sealed.len() < OVERHEAD || out.len() != sealed.len() - OVERHEAD {
             return Err(CryptoError::Integrity(format!("{what}: wrong length")));
         }

@@ -20,12 +20,24 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// RFC 9106 section 4, second recommendation: 64 MiB, t=3, p=4.
-    pub const DEFAULT: KdfParams = KdfParams { m_kib: 64 * 1024, t: 3, p: 4 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_kib: 64 * 1024,
+        t: 3,
+        p: 4,
+    };
     /// OWASP floor (19 MiB, t=2, p=1); also the `fast` profile for tests and demos.
-    pub const FLOOR: KdfParams = KdfParams { m_kib: 19 * 1024, t: 2, p: 1 };
+    pub const FLOOR: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
     /// Cap: nothing above 1 GiB, 10 passes or 16 lanes is ever loaded, so a
     /// tampered row cannot exhaust memory or time.
-    pub const CAP: KdfParams = KdfParams { m_kib: 1024 * 1024, t: 10, p: 16 };
+    pub const CAP: KdfParams = KdfParams {
+        m_kib: 1024 * 1024,
+        t: 10,
+        p: 16,
+    };
 
     /// Check floor and cap before any memory is allocated.
     pub fn check(&self) -> Result<(), CryptoError> {
@@ -65,7 +77,8 @@ pub fn argon2id_raw(
     ad: &[u8],
     out: &mut [u8],
 ) -> Result<(), CryptoError> {
-    let ad = AssociatedData::new(ad).map_err(|e| CryptoError::Internal(format!("argon2 ad: {e}")))?;
+    let ad =
+        AssociatedData::new(ad).map_err(|e| CryptoError::Internal(format!("argon2 ad: {e}")))?;
     let p = ParamsBuilder::new()
         .m_cost(params.m_kib)
         .t_cost(params.t)
@@ -88,7 +101,9 @@ pub fn argon2id_raw(
 pub fn derive_kek(pass: &Passphrase, salt: &[u8], params: KdfParams) -> Result<Key32, CryptoError> {
     params.check()?;
     if salt.len() != SALT_LEN {
-        return Err(CryptoError::Integrity("account salt has wrong length".into()));
+        return Err(CryptoError::Integrity(
+            "account salt has wrong length".into(),
+        ));
     }
     let mut out = [0u8; 32];
     argon2id_raw(pass.expose(), salt, params, &[], &[], &mut out)?;
@@ -109,7 +124,11 @@ mod tests {
         argon2id_raw(
             &[1u8; 32],
             &[2u8; 16],
-            KdfParams { m_kib: 32, t: 3, p: 4 },
+            KdfParams {
+                m_kib: 32,
+                t: 3,
+                p: 4,
+            },
             &[3u8; 8],
             &[4u8; 12],
             &mut out,
@@ -125,9 +144,33 @@ mod tests {
         assert!(KdfParams::DEFAULT.check().is_ok());
         assert!(KdfParams::FLOOR.check().is_ok());
         assert!(KdfParams::CAP.check().is_ok());
-        assert!(KdfParams { m_kib: 1024, t: 2, p: 1 }.check().is_err());
-        assert!(KdfParams { m_kib: 19456, t: 1, p: 1 }.check().is_err());
-        assert!(KdfParams { m_kib: 19456, t: 11, p: 1 }.check().is_err());
+        assert!(
+            KdfParams {
+                m_kib: 1024,
+                t: 2,
+                p: 1
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            KdfParams {
+                m_kib: 19456,
+                t: 1,
+                p: 1
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            KdfParams {
+                m_kib: 19456,
+                t: 11,
+                p: 1
+            }
+            .check()
+            .is_err()
+        );
     }
 
     #[test]
@@ -136,7 +179,11 @@ mod tests {
         let r = derive_kek(
             &Passphrase::new(b"x".to_vec()),
             &[0u8; 16],
-            KdfParams { m_kib: u32::MAX, t: 3, p: 4 },
+            KdfParams {
+                m_kib: u32::MAX,
+                t: 3,
+                p: 4,
+            },
         );
         assert!(matches!(r, Err(CryptoError::KdfParamsOutOfRange(_))));
         // Generous bound: refusing must not allocate 4 TiB or hash at all.

@@ -46,14 +46,18 @@ impl KeyPair {
     /// Unwrap a sealed box addressed to this key pair.
     pub fn unwrap_key(&self, ctx: &[u8], wrapped: &[u8]) -> Result<Key32, CryptoError> {
         if wrapped.len() != WRAPPED_LEN {
-            return Err(CryptoError::Integrity("wrapped key has wrong length".into()));
+            return Err(CryptoError::Integrity(
+                "wrapped key has wrong length".into(),
+            ));
         }
         let mut epk = [0u8; 32];
         epk.copy_from_slice(&wrapped[..32]);
         let s = StaticSecret::from(*self.secret.expose());
         let shared = s.diffie_hellman(&PublicKey::from(epk));
         if !shared.was_contributory() {
-            return Err(CryptoError::Integrity("wrapped key: low-order point".into()));
+            return Err(CryptoError::Integrity(
+                "wrapped key: low-order point".into(),
+            ));
         }
         let wk = wrap_key(shared.as_bytes(), &epk, &self.public)?;
         let pt = aead::open(&wk, ctx, &wrapped[32..], "wrapped key")?;
@@ -78,7 +82,9 @@ pub fn wrap_to(recipient: &[u8; 32], ctx: &[u8], key: &Key32) -> Result<Vec<u8>,
     let epk = PublicKey::from(&esk).to_bytes();
     let shared = esk.diffie_hellman(&PublicKey::from(*recipient));
     if !shared.was_contributory() {
-        return Err(CryptoError::Integrity("recipient public key is a low-order point".into()));
+        return Err(CryptoError::Integrity(
+            "recipient public key is a low-order point".into(),
+        ));
     }
     let wk = wrap_key(shared.as_bytes(), &epk, recipient)?;
     let body = aead::seal(&wk, ctx, key.expose())?;

@@ -42,7 +42,12 @@ pub fn circle_name(circle: CircleId) -> Vec<u8> {
 pub fn file_key(circle: CircleId, ino: InodeId, keygen: KeyGen, epoch: Epoch) -> Vec<u8> {
     build(
         b"circlefs/v1/file-key",
-        &[&circle.to_le(), &ino.to_le(), &keygen.to_le(), &epoch.to_le()],
+        &[
+            &circle.to_le(),
+            &ino.to_le(),
+            &keygen.to_le(),
+            &epoch.to_le(),
+        ],
     )
 }
 

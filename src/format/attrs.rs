@@ -74,11 +74,12 @@ impl Extents {
             return;
         }
         // Fast path: extending the last range (sequential writes).
-        if let Some(last) = self.0.last_mut() {
-            if start >= last.0 && start <= last.1 {
-                last.1 = last.1.max(end);
-                return;
-            }
+        if let Some(last) = self.0.last_mut()
+            && start >= last.0
+            && start <= last.1
+        {
+            last.1 = last.1.max(end);
+            return;
         }
         let mut out = Vec::with_capacity(self.0.len() + 1);
         let (mut s, mut e) = (start, end);
@@ -253,7 +254,8 @@ impl Attrs {
         if r.u8()? != RECORD_VERSION {
             return err(ErrorKind::Integrity, "unknown attribute record version");
         }
-        let kind = Kind::from_u8(r.u8()?).ok_or_else(|| crate::error::Error::new(ErrorKind::Integrity, "bad inode kind"))?;
+        let kind = Kind::from_u8(r.u8()?)
+            .ok_or_else(|| crate::error::Error::new(ErrorKind::Integrity, "bad inode kind"))?;
         let mode = r.u32()?;
         let uid = r.u32()?;
         let gid = r.u32()?;
@@ -283,7 +285,10 @@ impl Attrs {
         let tl = r.u16()? as usize;
         let target = r.bytes(tl)?.to_vec();
         r.finish()?;
-        if tl > super::name::MAX_SYMLINK || (kind == Kind::Symlink && target.is_empty()) || (kind != Kind::Symlink && tl != 0) {
+        if tl > super::name::MAX_SYMLINK
+            || (kind == Kind::Symlink && target.is_empty())
+            || (kind != Kind::Symlink && tl != 0)
+        {
             return err(ErrorKind::Integrity, "bad symlink target");
         }
         if target.contains(&0) {
@@ -374,7 +379,7 @@ mod tests {
         #[test]
         fn extents_match_model(ops in proptest::collection::vec((0u64..64, 1u64..8), 0..40), cut in 0u64..80) {
             let mut e = Extents::default();
-            let mut model = vec![false; 80];
+            let mut model = [false; 80];
             for (s, l) in ops {
                 e.add(s, s + l);
                 for i in s..s + l { model[i as usize] = true; }

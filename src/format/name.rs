@@ -34,9 +34,17 @@ pub fn check_circle_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return err(ErrorKind::Missing, "circle name is empty");
     }
-    check_file_name(name.as_bytes()).map_err(|e| crate::error::Error::new(ErrorKind::BadRequest, format!("bad circle name: {}", e.detail)))?;
+    check_file_name(name.as_bytes()).map_err(|e| {
+        crate::error::Error::new(
+            ErrorKind::BadRequest,
+            format!("bad circle name: {}", e.detail),
+        )
+    })?;
     if name.starts_with('.') {
-        return err(ErrorKind::BadRequest, "bad circle name: may not start with '.'");
+        return err(
+            ErrorKind::BadRequest,
+            "bad circle name: may not start with '.'",
+        );
     }
     if name.chars().any(char::is_control) {
         return err(ErrorKind::BadRequest, "bad circle name: control character");
@@ -50,7 +58,10 @@ pub fn check_account_name(name: &str) -> Result<()> {
         return err(ErrorKind::Missing, "account name is empty");
     }
     if name.len() > MAX_ACCOUNT_NAME {
-        return err(ErrorKind::BadRequest, "bad account name: longer than 64 bytes");
+        return err(
+            ErrorKind::BadRequest,
+            "bad account name: longer than 64 bytes",
+        );
     }
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
     if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -71,7 +82,10 @@ mod tests {
         assert!(check_file_name(b"a").is_ok());
         assert!(check_file_name(&[0xff, 0xfe]).is_ok());
         assert!(check_file_name(&[b'x'; 255]).is_ok());
-        assert_eq!(check_file_name(&[b'x'; 256]).unwrap_err().kind, ErrorKind::NameTooLong);
+        assert_eq!(
+            check_file_name(&[b'x'; 256]).unwrap_err().kind,
+            ErrorKind::NameTooLong
+        );
         for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }

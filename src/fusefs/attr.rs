@@ -31,7 +31,10 @@ pub fn systime(t: Time) -> SystemTime {
 /// SystemTime to wall time.
 pub fn walltime(s: SystemTime) -> Time {
     match s.duration_since(UNIX_EPOCH) {
-        Ok(d) => Time { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Ok(d) => Time {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
         Err(e) => {
             let d = e.duration();
             let mut sec = -(d.as_secs() as i64);
@@ -64,7 +67,11 @@ pub fn file_type(kind: Kind, mode: u32) -> FileType {
 /// fuser attributes of a node.
 pub fn to_attr(n: &Node) -> FileAttr {
     let a = &n.attrs;
-    let blocks = if a.kind == Kind::File { a.extents.count() * 8 } else { 0 };
+    let blocks = if a.kind == Kind::File {
+        a.extents.count() * 8
+    } else {
+        0
+    };
     FileAttr {
         ino: INodeNo(n.ino.0 as u64 + INO_OFFSET),
         size: a.size,
@@ -85,7 +92,15 @@ pub fn to_attr(n: &Node) -> FileAttr {
 }
 
 /// A virtual directory or file owned by the mounting user.
-pub fn virtual_attr(ino: u64, dir: bool, perm: u16, nlink: u32, uid: u32, gid: u32, at: SystemTime) -> FileAttr {
+pub fn virtual_attr(
+    ino: u64,
+    dir: bool,
+    perm: u16,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    at: SystemTime,
+) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size: 0,
@@ -94,7 +109,11 @@ pub fn virtual_attr(ino: u64, dir: bool, perm: u16, nlink: u32, uid: u32, gid: u
         mtime: at,
         ctime: at,
         crtime: at,
-        kind: if dir { FileType::Directory } else { FileType::RegularFile },
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
         perm,
         nlink,
         uid,
@@ -111,7 +130,14 @@ mod tests {
 
     #[test]
     fn time_roundtrip() {
-        for t in [Time { sec: 0, nsec: 0 }, Time { sec: 12345, nsec: 999 }, Time { sec: -5, nsec: 250 }] {
+        for t in [
+            Time { sec: 0, nsec: 0 },
+            Time {
+                sec: 12345,
+                nsec: 999,
+            },
+            Time { sec: -5, nsec: 250 },
+        ] {
             assert_eq!(walltime(systime(t)), t);
         }
     }

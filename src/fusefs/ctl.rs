@@ -32,7 +32,9 @@ fn run_line(ws: &Workspace, line: &[u8]) -> (String, bool) {
         }
     };
     let (json, text) = match text.strip_prefix("--json") {
-        Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => (true, rest.trim_start()),
+        Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+            (true, rest.trim_start())
+        }
         _ => (false, text),
     };
     let r = match control::parse_line(text) {
@@ -58,7 +60,10 @@ impl CtlHandle {
             if b == b'\n' {
                 let line = std::mem::take(&mut self.pending);
                 if line.len() > control::parse::MAX_LINE {
-                    let r = Response::error(&Error::new(ErrorKind::BadRequest, "command longer than 4096 bytes"));
+                    let r = Response::error(&Error::new(
+                        ErrorKind::BadRequest,
+                        "command longer than 4096 bytes",
+                    ));
                     produced.extend_from_slice(r.text().as_bytes());
                 } else if !line.iter().all(u8::is_ascii_whitespace) {
                     let (out, m) = run_line(ws, &line);

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::{Error, ErrorKind};
@@ -71,7 +71,10 @@ fn fuse_ino(i: InodeId) -> u64 {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn time_of(t: TimeOrNow) -> crate::format::attrs::Time {
@@ -89,7 +92,10 @@ impl CircleFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             last: Mutex::new(Vec::new()),
-            owner: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+            owner: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
             started: SystemTime::now(),
             notifier: Arc::new(OnceLock::new()),
         }
@@ -101,15 +107,39 @@ impl CircleFs {
     }
 
     fn root_attr(&self) -> fuser::FileAttr {
-        virtual_attr(ROOT, true, 0o755, 3, self.owner.0, self.owner.1, self.started)
+        virtual_attr(
+            ROOT,
+            true,
+            0o755,
+            3,
+            self.owner.0,
+            self.owner.1,
+            self.started,
+        )
     }
 
     fn ctl_dir_attr(&self) -> fuser::FileAttr {
-        virtual_attr(CTL_DIR, true, 0o700, 2, self.owner.0, self.owner.1, self.started)
+        virtual_attr(
+            CTL_DIR,
+            true,
+            0o700,
+            2,
+            self.owner.0,
+            self.owner.1,
+            self.started,
+        )
     }
 
     fn ctl_file_attr(&self) -> fuser::FileAttr {
-        virtual_attr(CTL_FILE, false, 0o600, 1, self.owner.0, self.owner.1, self.started)
+        virtual_attr(
+            CTL_FILE,
+            false,
+            0o600,
+            1,
+            self.owner.0,
+            self.owner.1,
+            self.started,
+        )
     }
 
     fn add_handle(&self, h: Handle) -> FileHandle {
@@ -146,12 +176,22 @@ impl CircleFs {
         }
     }
 
-
-    fn create_in(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, what: NewNode) -> Result<Node, Error> {
+    fn create_in(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        what: NewNode,
+    ) -> Result<Node, Error> {
         let Some(p) = store_ino(parent) else {
-            return Err(Error::new(ErrorKind::NotPermitted, "the top level holds circles only; use circle create"));
+            return Err(Error::new(
+                ErrorKind::NotPermitted,
+                "the top level holds circles only; use circle create",
+            ));
         };
-        self.ws.create_node(p, name.as_bytes(), mode, what, caller(req))
+        self.ws
+            .create_node(p, name.as_bytes(), mode, what, caller(req))
     }
 }
 
@@ -173,7 +213,10 @@ impl Filesystem for CircleFs {
                 if name.as_bytes() == CTL_DIR_NAME.as_bytes() {
                     return reply.entry(&TTL, &self.ctl_dir_attr(), Generation(0));
                 }
-                let found = self.ws.circles().map(|cs| cs.into_iter().find(|c| c.name.0.as_bytes() == name.as_bytes()));
+                let found = self.ws.circles().map(|cs| {
+                    cs.into_iter()
+                        .find(|c| c.name.0.as_bytes() == name.as_bytes())
+                });
                 match found {
                     Ok(Some(c)) => Self::entry(reply, self.ws.getattr(c.root)),
                     Ok(None) => reply.error(Errno::ENOENT),
@@ -254,7 +297,16 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let what = if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
             NewNode::File
         } else {
@@ -264,8 +316,19 @@ impl Filesystem for CircleFs {
         Self::entry(reply, self.create_in(req, parent, name, mode, what));
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        Self::entry(reply, self.create_in(req, parent, name, mode & 0o7777 & !umask, NewNode::Dir));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        Self::entry(
+            reply,
+            self.create_in(req, parent, name, mode & 0o7777 & !umask, NewNode::Dir),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -284,9 +347,19 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let t = target.as_os_str().as_bytes().to_vec();
-        Self::entry(reply, self.create_in(req, parent, link_name, 0o777, NewNode::Symlink(t)));
+        Self::entry(
+            reply,
+            self.create_in(req, parent, link_name, 0o777, NewNode::Symlink(t)),
+        );
     }
 
     fn rename(
@@ -311,14 +384,24 @@ impl Filesystem for CircleFs {
         } else {
             return reply.error(Errno::EINVAL);
         };
-        match self.ws.rename(p, name.as_bytes(), np, newname.as_bytes(), mode) {
+        match self
+            .ws
+            .rename(p, name.as_bytes(), np, newname.as_bytes(), mode)
+        {
             Ok(()) => reply.ok(),
             Err(e) if e.detail == "rename across circles" => reply.error(Errno::EXDEV),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         match (store_ino(ino), store_ino(newparent)) {
             (Some(i), Some(np)) => Self::entry(reply, self.ws.link(i, np, newname.as_bytes())),
             _ => reply.error(Errno::EPERM),
@@ -337,7 +420,10 @@ impl Filesystem for CircleFs {
         let trunc = flags.0 & libc::O_TRUNC != 0;
         match self.ws.open(i, write, trunc) {
             Ok(()) => {
-                let fh = self.add_handle(Handle::File { ino: i, append: flags.0 & libc::O_APPEND != 0 });
+                let fh = self.add_handle(Handle::File {
+                    ino: i,
+                    append: flags.0 & libc::O_APPEND != 0,
+                });
                 reply.opened(fh, FopenFlags::empty());
             }
             Err(e) => reply.error(errno(&e)),
@@ -423,7 +509,14 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         if ino.0 == CTL_FILE {
             let produced = match self.handles.lock() {
                 Ok(mut hs) => match hs.get_mut(&fh.0) {
@@ -469,7 +562,14 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match store_ino(ino).map(|i| self.ws.fsync(i)) {
             Some(Err(e)) => reply.error(errno(&e)),
             _ => reply.ok(),
@@ -482,22 +582,42 @@ impl Filesystem for CircleFs {
                 let mut v = vec![
                     (ROOT, FileType::Directory, b".".to_vec()),
                     (ROOT, FileType::Directory, b"..".to_vec()),
-                    (CTL_DIR, FileType::Directory, CTL_DIR_NAME.as_bytes().to_vec()),
+                    (
+                        CTL_DIR,
+                        FileType::Directory,
+                        CTL_DIR_NAME.as_bytes().to_vec(),
+                    ),
                 ];
-                v.extend(cs.into_iter().map(|c| (fuse_ino(c.root), FileType::Directory, c.name.0.into_bytes())));
+                v.extend(
+                    cs.into_iter()
+                        .map(|c| (fuse_ino(c.root), FileType::Directory, c.name.0.into_bytes())),
+                );
                 v
             }),
             CTL_DIR => Ok(vec![
                 (CTL_DIR, FileType::Directory, b".".to_vec()),
                 (ROOT, FileType::Directory, b"..".to_vec()),
-                (CTL_FILE, FileType::RegularFile, CTL_FILE_NAME.as_bytes().to_vec()),
+                (
+                    CTL_FILE,
+                    FileType::RegularFile,
+                    CTL_FILE_NAME.as_bytes().to_vec(),
+                ),
             ]),
             _ => match store_ino(ino) {
                 None => Err(Error::new(ErrorKind::NotDir, "not a directory")),
                 Some(i) => self.ws.readdir(i).and_then(|list| {
                     let parent = self.ws.parent_of(i)?.map(fuse_ino).unwrap_or(ROOT);
-                    let mut v = vec![(ino.0, FileType::Directory, b".".to_vec()), (parent, FileType::Directory, b"..".to_vec())];
-                    v.extend(list.into_iter().map(|d| (fuse_ino(d.ino), attr::file_type(d.kind, kind_mode(d.kind)), d.name)));
+                    let mut v = vec![
+                        (ino.0, FileType::Directory, b".".to_vec()),
+                        (parent, FileType::Directory, b"..".to_vec()),
+                    ];
+                    v.extend(list.into_iter().map(|d| {
+                        (
+                            fuse_ino(d.ino),
+                            attr::file_type(d.kind, kind_mode(d.kind)),
+                            d.name,
+                        )
+                    }));
                     Ok(v)
                 }),
             },
@@ -508,7 +628,14 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let Ok(hs) = self.handles.lock() else {
             return reply.error(Errno::EIO);
         };
@@ -516,26 +643,52 @@ impl Filesystem for CircleFs {
             return reply.error(Errno::EBADF);
         };
         for (k, (ino, kind, name)) in v.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), (k + 1) as u64, *kind, OsStr::from_bytes(name)) {
+            if reply.add(
+                INodeNo(*ino),
+                (k + 1) as u64,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
         let _ = (req, ino, fh, offset);
         reply.error(Errno::ENOSYS);
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         if let Ok(mut m) = self.handles.lock() {
             m.remove(&fh.0);
         }
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Directory changes are committed SQLite transactions; make them durable.
         match self.ws.sync() {
             Ok(()) => reply.ok(),
@@ -545,12 +698,23 @@ impl Filesystem for CircleFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.ws.statfs() {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize),
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -597,29 +761,61 @@ impl Filesystem for CircleFs {
             return reply.error(Errno::ENOENT);
         };
         match self.ws.level_of(i) {
-            Ok(l) if mask.contains(AccessFlags::W_OK) && !l.permits(crate::level::TrustLevel::Write) => reply.error(Errno::EACCES),
+            Ok(l)
+                if mask.contains(AccessFlags::W_OK)
+                    && !l.permits(crate::level::TrustLevel::Write) =>
+            {
+                reply.error(Errno::EACCES)
+            }
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let r = self
-            .create_in(req, parent, name, libc::S_IFREG | (mode & 0o7777 & !umask), NewNode::File)
+            .create_in(
+                req,
+                parent,
+                name,
+                libc::S_IFREG | (mode & 0o7777 & !umask),
+                NewNode::File,
+            )
             .and_then(|n| {
                 self.ws.open(n.ino, true, false)?;
                 Ok(n)
             });
         match r {
             Ok(n) => {
-                let fh = self.add_handle(Handle::File { ino: n.ino, append: flags & libc::O_APPEND != 0 });
+                let fh = self.add_handle(Handle::File {
+                    ino: n.ino,
+                    append: flags & libc::O_APPEND != 0,
+                });
                 reply.created(&TTL, &to_attr(&n), Generation(0), fh, FopenFlags::empty());
             }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         match store_ino(ino).map(|i| self.ws.fallocate(i, offset, length, mode)) {
             Some(Ok(())) => reply.ok(),
             Some(Err(e)) => reply.error(errno(&e)),
@@ -638,10 +834,10 @@ fn kind_mode(k: Kind) -> u32 {
 impl CircleFs {
     fn control_done(&self, produced: (Vec<u8>, bool)) {
         let (out, mutated) = produced;
-        if !out.is_empty() {
-            if let Ok(mut l) = self.last.lock() {
-                *l = out;
-            }
+        if !out.is_empty()
+            && let Ok(mut l) = self.last.lock()
+        {
+            *l = out;
         }
         if mutated {
             self.membership_changed();

@@ -24,7 +24,10 @@ impl Store {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 if let Some(dir) = p.parent() {
-                    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)?;
                 }
                 Ok(Some(
                     OpenOptions::new()
@@ -56,7 +59,10 @@ impl Store {
             .block_files()?
             .into_iter()
             .filter_map(|p| {
-                let id = p.file_name()?.to_str().and_then(|n| i64::from_str_radix(n, 16).ok())?;
+                let id = p
+                    .file_name()?
+                    .to_str()
+                    .and_then(|n| i64::from_str_radix(n, 16).ok())?;
                 Some((p, InodeId(id)))
             })
             .collect())
@@ -81,7 +87,10 @@ impl Store {
 /// Read slot `idx` into `buf` (SLOT bytes). Returns false when the file
 /// ends before the slot is complete (missing or truncated block).
 pub fn read_slot(f: &File, idx: BlockIndex, buf: &mut [u8]) -> Result<bool, StoreError> {
-    let off = idx.0.checked_mul(SLOT as u64).ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
+    let off = idx
+        .0
+        .checked_mul(SLOT as u64)
+        .ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
     let mut done = 0;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], off + done as u64) {
@@ -96,7 +105,10 @@ pub fn read_slot(f: &File, idx: BlockIndex, buf: &mut [u8]) -> Result<bool, Stor
 
 /// Write consecutive slots starting at `first`.
 pub fn write_slots(f: &File, first: BlockIndex, data: &[u8]) -> Result<(), StoreError> {
-    let off = first.0.checked_mul(SLOT as u64).ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
+    let off = first
+        .0
+        .checked_mul(SLOT as u64)
+        .ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
     f.write_all_at(data, off)?;
     Ok(())
 }

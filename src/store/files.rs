@@ -20,6 +20,9 @@ pub struct InodeRow {
     pub attrs: Vec<u8>,
 }
 
+/// An xattr row: (name index, epoch, sealed name and value).
+pub type XattrRow = (Vec<u8>, Epoch, Vec<u8>);
+
 /// Stored directory entry.
 #[derive(Clone, Debug)]
 pub struct DirentRow {
@@ -63,7 +66,9 @@ impl Tx<'_> {
     /// Insert an inode with a placeholder record (sealed once the id is known).
     pub fn inode_insert(&self, circle: CircleId, kind: u8) -> Result<InodeId, StoreError> {
         self.c
-            .prepare_cached("INSERT INTO inodes(circle_id, kind, epoch, attrs) VALUES (?1, ?2, 0, x'')")?
+            .prepare_cached(
+                "INSERT INTO inodes(circle_id, kind, epoch, attrs) VALUES (?1, ?2, 0, x'')",
+            )?
             .execute(params![circle.0, kind as i64])?;
         Ok(InodeId(self.c.last_insert_rowid()))
     }
@@ -87,13 +92,17 @@ impl Tx<'_> {
 
     /// Delete an inode (its file keys and xattrs cascade).
     pub fn inode_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.c.prepare_cached("DELETE FROM inodes WHERE id = ?1")?.execute([ino.0])?;
+        self.c
+            .prepare_cached("DELETE FROM inodes WHERE id = ?1")?
+            .execute([ino.0])?;
         Ok(())
     }
 
     /// Every inode id of a circle.
     pub fn inode_ids_of_circle(&self, circle: CircleId) -> Result<Vec<InodeId>, StoreError> {
-        let mut st = self.c.prepare_cached("SELECT id FROM inodes WHERE circle_id = ?1")?;
+        let mut st = self
+            .c
+            .prepare_cached("SELECT id FROM inodes WHERE circle_id = ?1")?;
         let v = st
             .query_map([circle.0], |r| Ok(InodeId(r.get(0)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -102,15 +111,25 @@ impl Tx<'_> {
 
     /// Number of inodes in the store.
     pub fn inode_count(&self) -> Result<i64, StoreError> {
-        Ok(self.c.query_row("SELECT COUNT(*) FROM inodes", [], |r| r.get(0))?)
+        Ok(self
+            .c
+            .query_row("SELECT COUNT(*) FROM inodes", [], |r| r.get(0))?)
     }
 
     /// Insert a directory entry (fails with a constraint error on a duplicate index).
     pub fn dirent_insert(&self, d: &DirentRow) -> Result<(), StoreError> {
         self.c
-            .prepare_cached("INSERT INTO dirents(parent, name_index, epoch, name_ct, ino, kind) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT kind FROM inodes WHERE id = ?5))")?
-            .execute(params![d.parent.0, d.name_index, d.epoch.0, d.name_ct, d.ino.0])?;
+            .prepare_cached(
+                "INSERT INTO dirents(parent, name_index, epoch, name_ct, ino, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT kind FROM inodes WHERE id = ?5))",
+            )?
+            .execute(params![
+                d.parent.0,
+                d.name_index,
+                d.epoch.0,
+                d.name_ct,
+                d.ino.0
+            ])?;
         Ok(())
     }
 
@@ -132,7 +151,12 @@ impl Tx<'_> {
     }
 
     /// Entries of a directory ordered by (index), starting after `after`, at most `limit`.
-    pub fn dirent_list(&self, parent: InodeId, after: Option<&[u8]>, limit: i64) -> Result<Vec<DirentRow>, StoreError> {
+    pub fn dirent_list(
+        &self,
+        parent: InodeId,
+        after: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<DirentRow>, StoreError> {
         let mut st = self.c.prepare_cached(
             "SELECT parent, name_index, epoch, name_ct, ino FROM dirents WHERE parent = ?1 \
              AND (?2 IS NULL OR name_index > ?2) ORDER BY name_index LIMIT ?3",
@@ -179,7 +203,13 @@ impl Tx<'_> {
     }
 
     /// Store a wrapped file key of a generation.
-    pub fn file_key_insert(&self, ino: InodeId, keygen: KeyGen, epoch: Epoch, wrapped: &[u8]) -> Result<(), StoreError> {
+    pub fn file_key_insert(
+        &self,
+        ino: InodeId,
+        keygen: KeyGen,
+        epoch: Epoch,
+        wrapped: &[u8],
+    ) -> Result<(), StoreError> {
         self.c
             .prepare_cached("INSERT OR REPLACE INTO file_keys(ino, keygen, epoch, wrapped) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![ino.0, keygen.0, epoch.0, wrapped])?;
@@ -187,22 +217,36 @@ impl Tx<'_> {
     }
 
     /// Wrapped file key of a generation, with the epoch it is wrapped under.
-    pub fn file_key_get(&self, ino: InodeId, keygen: KeyGen) -> Result<Option<(Epoch, Vec<u8>)>, StoreError> {
+    pub fn file_key_get(
+        &self,
+        ino: InodeId,
+        keygen: KeyGen,
+    ) -> Result<Option<(Epoch, Vec<u8>)>, StoreError> {
         Ok(self
             .c
             .prepare_cached("SELECT epoch, wrapped FROM file_keys WHERE ino = ?1 AND keygen = ?2")?
-            .query_row(params![ino.0, keygen.0], |r| Ok((epoch(r.get(0)?), r.get(1)?)))
+            .query_row(params![ino.0, keygen.0], |r| {
+                Ok((epoch(r.get(0)?), r.get(1)?))
+            })
             .optional()?)
     }
 
     /// Delete every file key of an inode below `keep_from` (all when None).
     pub fn file_keys_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.c.prepare_cached("DELETE FROM file_keys WHERE ino = ?1")?.execute([ino.0])?;
+        self.c
+            .prepare_cached("DELETE FROM file_keys WHERE ino = ?1")?
+            .execute([ino.0])?;
         Ok(())
     }
 
     /// Set an xattr row.
-    pub fn xattr_set(&self, ino: InodeId, idx: &[u8], epoch: Epoch, sealed: &[u8]) -> Result<(), StoreError> {
+    pub fn xattr_set(
+        &self,
+        ino: InodeId,
+        idx: &[u8],
+        epoch: Epoch,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
         self.c
             .prepare_cached("INSERT OR REPLACE INTO xattrs(ino, name_index, epoch, sealed) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![ino.0, idx, epoch.0, sealed])?;
@@ -210,7 +254,11 @@ impl Tx<'_> {
     }
 
     /// Get an xattr row.
-    pub fn xattr_get(&self, ino: InodeId, idx: &[u8]) -> Result<Option<(Epoch, Vec<u8>)>, StoreError> {
+    pub fn xattr_get(
+        &self,
+        ino: InodeId,
+        idx: &[u8],
+    ) -> Result<Option<(Epoch, Vec<u8>)>, StoreError> {
         Ok(self
             .c
             .prepare_cached("SELECT epoch, sealed FROM xattrs WHERE ino = ?1 AND name_index = ?2")?
@@ -219,8 +267,10 @@ impl Tx<'_> {
     }
 
     /// Every xattr row of an inode.
-    pub fn xattr_list(&self, ino: InodeId) -> Result<Vec<(Vec<u8>, Epoch, Vec<u8>)>, StoreError> {
-        let mut st = self.c.prepare_cached("SELECT name_index, epoch, sealed FROM xattrs WHERE ino = ?1")?;
+    pub fn xattr_list(&self, ino: InodeId) -> Result<Vec<XattrRow>, StoreError> {
+        let mut st = self
+            .c
+            .prepare_cached("SELECT name_index, epoch, sealed FROM xattrs WHERE ino = ?1")?;
         let v = st
             .query_map([ino.0], |r| Ok((r.get(0)?, epoch(r.get(1)?), r.get(2)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -240,13 +290,20 @@ impl Tx<'_> {
 impl Tx<'_> {
     /// Entries of a directory with each target's kind, ordered by index,
     /// starting after `after`, at most `limit`.
-    pub fn dirent_list_kinds(&self, parent: InodeId, after: Option<&[u8]>, limit: i64) -> Result<Vec<(DirentRow, u8)>, StoreError> {
+    pub fn dirent_list_kinds(
+        &self,
+        parent: InodeId,
+        after: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<(DirentRow, u8)>, StoreError> {
         let mut st = self.c.prepare_cached(
             "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
              WHERE parent = ?1 AND (?2 IS NULL OR name_index > ?2) ORDER BY name_index LIMIT ?3",
         )?;
         let v = st
-            .query_map(params![parent.0, after, limit], |r| Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8)))?
+            .query_map(params![parent.0, after, limit], |r| {
+                Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(v)
     }

@@ -151,7 +151,11 @@ impl Store {
                 "store schema version {have} is newer than this build ({want})"
             )));
         }
-        for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+        for (i, m) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(have.max(0) as usize)
+        {
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
@@ -160,7 +164,10 @@ impl Store {
     }
 
     /// Run `f` in a read transaction.
-    pub fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -172,7 +179,10 @@ impl Store {
 
     /// Run `f` in one write transaction (BEGIN IMMEDIATE); committed only if
     /// `f` returns Ok, rolled back otherwise: all or nothing.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

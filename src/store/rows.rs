@@ -188,7 +188,12 @@ impl Tx<'_> {
     }
 
     /// Set an account's sealed secret and dir-key wrap.
-    pub fn account_set_keys(&self, id: AccountId, sealed: &[u8], dir_key_wrap: &[u8]) -> Result<(), StoreError> {
+    pub fn account_set_keys(
+        &self,
+        id: AccountId,
+        sealed: &[u8],
+        dir_key_wrap: &[u8],
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "UPDATE accounts SET sealed_secret = ?2, dir_key_wrap = ?3 WHERE id = ?1",
             params![id.0, sealed, dir_key_wrap],
@@ -197,7 +202,13 @@ impl Tx<'_> {
     }
 
     /// Replace salt, KDF params and sealed secret (passphrase change; nothing else).
-    pub fn account_set_secret(&self, id: AccountId, kdf: (i64, i64, i64), salt: &[u8], sealed: &[u8]) -> Result<(), StoreError> {
+    pub fn account_set_secret(
+        &self,
+        id: AccountId,
+        kdf: (i64, i64, i64),
+        salt: &[u8],
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6 WHERE id = ?1",
             params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed],
@@ -238,9 +249,18 @@ impl Tx<'_> {
     /// Accounts matching `query` (substring of name, person fields or e-mail,
     /// case-insensitive), optionally verified only; page `[start, start+count)`
     /// in name order, plus the total number of matches.
-    pub fn account_list(&self, query: Option<&str>, verified_only: bool, start: i64, count: i64) -> Result<(Vec<AccountRow>, i64), StoreError> {
+    pub fn account_list(
+        &self,
+        query: Option<&str>,
+        verified_only: bool,
+        start: i64,
+        count: i64,
+    ) -> Result<(Vec<AccountRow>, i64), StoreError> {
         let pattern = query.map(|q| {
-            let esc = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let esc = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             format!("%{esc}%")
         });
         let filter = "(?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR given_name LIKE ?1 ESCAPE '\\' \
@@ -250,17 +270,23 @@ impl Tx<'_> {
             params![pattern, verified_only as i64],
             |r| r.get(0),
         )?;
-        let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} ORDER BY name LIMIT ?3 OFFSET ?4");
+        let sql = format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} ORDER BY name LIMIT ?3 OFFSET ?4"
+        );
         let mut st = self.c.prepare(&sql)?;
         let rows = st
-            .query_map(params![pattern, verified_only as i64, count, start], account_row)?
+            .query_map(
+                params![pattern, verified_only as i64, count, start],
+                account_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok((rows, total))
     }
 
     /// Delete an account (its trustee and key rows cascade).
     pub fn account_delete(&self, id: AccountId) -> Result<(), StoreError> {
-        self.c.execute("DELETE FROM accounts WHERE id = ?1", [id.0])?;
+        self.c
+            .execute("DELETE FROM accounts WHERE id = ?1", [id.0])?;
         Ok(())
     }
 
@@ -275,19 +301,28 @@ impl Tx<'_> {
 
     /// Set a circle's sealed name.
     pub fn circle_set_name(&self, id: CircleId, name_ct: &[u8]) -> Result<(), StoreError> {
-        self.c.execute("UPDATE circles SET name_ct = ?2 WHERE id = ?1", params![id.0, name_ct])?;
+        self.c.execute(
+            "UPDATE circles SET name_ct = ?2 WHERE id = ?1",
+            params![id.0, name_ct],
+        )?;
         Ok(())
     }
 
     /// Set a circle's root inode.
     pub fn circle_set_root(&self, id: CircleId, root: InodeId) -> Result<(), StoreError> {
-        self.c.execute("UPDATE circles SET root_ino = ?2 WHERE id = ?1", params![id.0, root.0])?;
+        self.c.execute(
+            "UPDATE circles SET root_ino = ?2 WHERE id = ?1",
+            params![id.0, root.0],
+        )?;
         Ok(())
     }
 
     /// Set a circle's current epoch.
     pub fn circle_set_epoch(&self, id: CircleId, epoch: Epoch) -> Result<(), StoreError> {
-        self.c.execute("UPDATE circles SET epoch = ?2 WHERE id = ?1", params![id.0, epoch.0])?;
+        self.c.execute(
+            "UPDATE circles SET epoch = ?2 WHERE id = ?1",
+            params![id.0, epoch.0],
+        )?;
         Ok(())
     }
 
@@ -307,7 +342,9 @@ impl Tx<'_> {
     pub fn circle_list(&self) -> Result<Vec<CircleRow>, StoreError> {
         let sql = format!("SELECT {CIRCLE_COLS} FROM circles c ORDER BY c.id");
         let mut st = self.c.prepare(&sql)?;
-        let rows = st.query_map([], circle_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = st
+            .query_map([], circle_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -331,12 +368,17 @@ impl Tx<'_> {
             "DELETE FROM dirents WHERE parent IN (SELECT id FROM inodes WHERE circle_id = ?1)",
             [id.0],
         )?;
-        self.c.execute("DELETE FROM circles WHERE id = ?1", [id.0])?;
+        self.c
+            .execute("DELETE FROM circles WHERE id = ?1", [id.0])?;
         Ok(())
     }
 
     /// A trustee's stored level.
-    pub fn trustee_level(&self, circle: CircleId, account: AccountId) -> Result<Option<i64>, StoreError> {
+    pub fn trustee_level(
+        &self,
+        circle: CircleId,
+        account: AccountId,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(self
             .c
             .query_row(
@@ -348,7 +390,12 @@ impl Tx<'_> {
     }
 
     /// Add a trustee.
-    pub fn trustee_insert(&self, circle: CircleId, account: AccountId, level: i64) -> Result<(), StoreError> {
+    pub fn trustee_insert(
+        &self,
+        circle: CircleId,
+        account: AccountId,
+        level: i64,
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "INSERT INTO trustees(circle_id, account_id, level) VALUES (?1, ?2, ?3)",
             params![circle.0, account.0, level],
@@ -357,7 +404,12 @@ impl Tx<'_> {
     }
 
     /// Change a trustee's level.
-    pub fn trustee_set_level(&self, circle: CircleId, account: AccountId, level: i64) -> Result<(), StoreError> {
+    pub fn trustee_set_level(
+        &self,
+        circle: CircleId,
+        account: AccountId,
+        level: i64,
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "UPDATE trustees SET level = ?3 WHERE circle_id = ?1 AND account_id = ?2",
             params![circle.0, account.0, level],
@@ -398,7 +450,13 @@ impl Tx<'_> {
     }
 
     /// Store a circle key of an epoch wrapped to an account.
-    pub fn circle_key_insert(&self, circle: CircleId, epoch: Epoch, account: AccountId, wrapped: &[u8]) -> Result<(), StoreError> {
+    pub fn circle_key_insert(
+        &self,
+        circle: CircleId,
+        epoch: Epoch,
+        account: AccountId,
+        wrapped: &[u8],
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "INSERT OR REPLACE INTO circle_keys(circle_id, epoch, account_id, wrapped) VALUES (?1, ?2, ?3, ?4)",
             params![circle.0, epoch.0, account.0, wrapped],
@@ -407,20 +465,32 @@ impl Tx<'_> {
     }
 
     /// Every wrapped circle key of an account for a circle, by epoch.
-    pub fn circle_keys_for(&self, circle: CircleId, account: AccountId) -> Result<Vec<(Epoch, Vec<u8>)>, StoreError> {
+    pub fn circle_keys_for(
+        &self,
+        circle: CircleId,
+        account: AccountId,
+    ) -> Result<Vec<(Epoch, Vec<u8>)>, StoreError> {
         let mut st = self.c.prepare(
             "SELECT epoch, wrapped FROM circle_keys WHERE circle_id = ?1 AND account_id = ?2 ORDER BY epoch",
         )?;
         let rows = st
             .query_map(params![circle.0, account.0], |r| {
-                Ok((Epoch(r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32), r.get(1)?))
+                Ok((
+                    Epoch(r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32),
+                    r.get(1)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Record a change so running mounts notice it.
-    pub fn change_insert(&self, circle: Option<CircleId>, kind: &str, at: i64) -> Result<(), StoreError> {
+    pub fn change_insert(
+        &self,
+        circle: Option<CircleId>,
+        kind: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "INSERT INTO changes(circle_id, kind, at) VALUES (?1, ?2, ?3)",
             params![circle.map(|c| c.0), kind, at],
@@ -440,13 +510,22 @@ impl Tx<'_> {
     /// Replace an account's key pair (admin passphrase reset): new salt, KDF
     /// params, sealed secret, public key and dir-key wrap; its old circle key
     /// wraps are deleted (they were for the old public key).
-    pub fn account_reset_keys(&self, id: AccountId, kdf: (i64, i64, i64), salt: &[u8], sealed: &[u8], public_key: &[u8], dir_key_wrap: &[u8]) -> Result<(), StoreError> {
+    pub fn account_reset_keys(
+        &self,
+        id: AccountId,
+        kdf: (i64, i64, i64),
+        salt: &[u8],
+        sealed: &[u8],
+        public_key: &[u8],
+        dir_key_wrap: &[u8],
+    ) -> Result<(), StoreError> {
         self.c.execute(
             "UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6, \
              public_key = ?7, dir_key_wrap = ?8 WHERE id = ?1",
             params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed, public_key, dir_key_wrap],
         )?;
-        self.c.execute("DELETE FROM circle_keys WHERE account_id = ?1", [id.0])?;
+        self.c
+            .execute("DELETE FROM circle_keys WHERE account_id = ?1", [id.0])?;
         Ok(())
     }
 }

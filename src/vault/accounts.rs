@@ -10,7 +10,9 @@ use crate::level::TrustLevel;
 use crate::store::Tx;
 use crate::store::rows::AccountRow;
 
-use super::{Flags, Object, Op, Person, Session, Subject, Vault, authorize, check_new_passphrase, now_secs};
+use super::{
+    Flags, Object, Op, Person, Session, Subject, Vault, authorize, check_new_passphrase, now_secs,
+};
 
 /// A new account's details.
 #[derive(Debug, Default)]
@@ -54,15 +56,22 @@ pub struct UserInfo {
 }
 
 fn check_person(p: &Person) -> Result<()> {
-    for v in [&p.given_name, &p.family_name, &p.email].into_iter().flatten() {
+    for v in [&p.given_name, &p.family_name, &p.email]
+        .into_iter()
+        .flatten()
+    {
         if v.len() > 256 || v.chars().any(char::is_control) {
-            return err(ErrorKind::BadRequest, "person fields are at most 256 characters without control characters");
+            return err(
+                ErrorKind::BadRequest,
+                "person fields are at most 256 characters without control characters",
+            );
         }
     }
-    if let Some(e) = &p.email {
-        if !e.is_empty() && !e.contains('@') {
-            return err(ErrorKind::BadRequest, format!("bad e-mail address {e}"));
-        }
+    if let Some(e) = &p.email
+        && !e.is_empty()
+        && !e.contains('@')
+    {
+        return err(ErrorKind::BadRequest, format!("bad e-mail address {e}"));
     }
     Ok(())
 }
@@ -74,9 +83,12 @@ fn non_empty(v: Option<String>) -> Option<String> {
 impl Vault {
     /// Facts about the requester, read fresh from the store.
     pub fn subject(&self, tx: &Tx<'_>, s: &Session) -> Result<Subject> {
-        let row = tx
-            .account_by_id(s.account)?
-            .ok_or_else(|| Error::new(ErrorKind::Unauthorized, "requester account no longer exists"))?;
+        let row = tx.account_by_id(s.account)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthorized,
+                "requester account no longer exists",
+            )
+        })?;
         Ok(Subject {
             account: row.id,
             sysadmin: row.sysadmin,
@@ -94,14 +106,24 @@ impl Vault {
     pub fn user_create(&self, s: &Session, u: NewUser) -> Result<()> {
         name::check_account_name(&u.name)?;
         check_person(&u.person)?;
-        let pass = u
-            .pass
-            .ok_or_else(|| Error::new(ErrorKind::Missing, "a new passphrase is required (--new-passphrase-file)"))?;
+        let pass = u.pass.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Missing,
+                "a new passphrase is required (--new-passphrase-file)",
+            )
+        })?;
         check_new_passphrase(&pass)?;
         let subj = self.store.read(|tx| self.subject(tx, s))?;
         authorize(&subj, Op::ManageAccounts, &Object::Store)?;
         if u.user_admin {
-            authorize(&subj, Op::GrantUserAdmin, &Object::Account { id: subj.account, sysadmin: false })?;
+            authorize(
+                &subj,
+                Op::GrantUserAdmin,
+                &Object::Account {
+                    id: subj.account,
+                    sysadmin: false,
+                },
+            )?;
         }
         let flags = Flags {
             sysadmin: false,
@@ -123,9 +145,19 @@ impl Vault {
         self.store.write(|tx| {
             let subj = self.subject(tx, s)?;
             let row = Self::target(tx, target)?;
-            authorize(&subj, Op::ManageAccounts, &Object::Account { id: row.id, sysadmin: row.sysadmin })?;
+            authorize(
+                &subj,
+                Op::ManageAccounts,
+                &Object::Account {
+                    id: row.id,
+                    sysadmin: row.sysadmin,
+                },
+            )?;
             if row.sysadmin {
-                return err(ErrorKind::Forbidden, "the system administrator account cannot be deleted");
+                return err(
+                    ErrorKind::Forbidden,
+                    "the system administrator account cannot be deleted",
+                );
             }
             if row.id == s.account {
                 return err(ErrorKind::Forbidden, "you cannot delete your own account");
@@ -152,9 +184,15 @@ impl Vault {
             email: ch.email.clone(),
         };
         check_person(&person)?;
-        let (subj, row) = self.store.read(|tx| Ok::<_, Error>((self.subject(tx, s)?, Self::target(tx, target)?)))?;
-        let obj = Object::Account { id: row.id, sysadmin: row.sysadmin };
-        let only_profile = ch.pass.is_none() && ch.may_change_password.is_none() && ch.user_admin.is_none();
+        let (subj, row) = self
+            .store
+            .read(|tx| Ok::<_, Error>((self.subject(tx, s)?, Self::target(tx, target)?)))?;
+        let obj = Object::Account {
+            id: row.id,
+            sysadmin: row.sysadmin,
+        };
+        let only_profile =
+            ch.pass.is_none() && ch.may_change_password.is_none() && ch.user_admin.is_none();
         let own = row.id == s.account;
         if !(own && only_profile && authorize(&subj, Op::EditOwnProfile, &obj).is_ok()) {
             authorize(&subj, Op::ManageAccounts, &obj)?;
@@ -195,7 +233,14 @@ impl Vault {
     pub fn user_passwd(&self, s: &Session, new: &Passphrase) -> Result<()> {
         check_new_passphrase(new)?;
         let subj = self.store.read(|tx| self.subject(tx, s))?;
-        authorize(&subj, Op::ChangeOwnPassphrase, &Object::Account { id: s.account, sysadmin: subj.sysadmin })?;
+        authorize(
+            &subj,
+            Op::ChangeOwnPassphrase,
+            &Object::Account {
+                id: s.account,
+                sysadmin: subj.sysadmin,
+            },
+        )?;
         self.reseal_own(s, new)
     }
 
@@ -203,9 +248,18 @@ impl Vault {
         let params = self.kdf_params()?;
         let salt = random_bytes::<SALT_LEN>()?;
         let kek = derive_kek(new, &salt, params)?;
-        let sealed = aead::seal(&kek, &aad::account_secret(s.account), s.keys.secret().expose())?;
+        let sealed = aead::seal(
+            &kek,
+            &aad::account_secret(s.account),
+            s.keys.secret().expose(),
+        )?;
         self.store.write(|tx| {
-            tx.account_set_secret(s.account, (params.m_kib as i64, params.t as i64, params.p as i64), &salt, &sealed)?;
+            tx.account_set_secret(
+                s.account,
+                (params.m_kib as i64, params.t as i64, params.p as i64),
+                &salt,
+                &sealed,
+            )?;
             Ok::<_, Error>(())
         })?;
         self.store.checkpoint()?;
@@ -224,7 +278,14 @@ impl Vault {
         let sealed = aead::seal(&kek, &aad::account_secret(row.id), kp.secret().expose())?;
         let dk = wrap_to(&kp.public, &aad::dir_key(row.id), &s.dir_key)?;
         self.store.write(|tx| {
-            tx.account_reset_keys(row.id, (params.m_kib as i64, params.t as i64, params.p as i64), &salt, &sealed, &kp.public, &dk)?;
+            tx.account_reset_keys(
+                row.id,
+                (params.m_kib as i64, params.t as i64, params.p as i64),
+                &salt,
+                &sealed,
+                &kp.public,
+                &dk,
+            )?;
             tx.change_insert(None, "account", now_secs())?;
             Ok::<_, Error>(())
         })?;
@@ -237,20 +298,38 @@ impl Vault {
         self.store.read(|tx| {
             let subj = self.subject(tx, s)?;
             let row = Self::target(tx, target)?;
-            authorize(&subj, Op::ViewAccount, &Object::Account { id: row.id, sysadmin: row.sysadmin })?;
+            authorize(
+                &subj,
+                Op::ViewAccount,
+                &Object::Account {
+                    id: row.id,
+                    sysadmin: row.sysadmin,
+                },
+            )?;
             let mut circles = Vec::new();
             for (c, level) in tx.circles_of(row.id)? {
-                let level = TrustLevel::from_i64(level)
-                    .ok_or_else(|| Error::new(ErrorKind::Integrity, "stored trust level out of range"))?;
+                let level = TrustLevel::from_i64(level).ok_or_else(|| {
+                    Error::new(ErrorKind::Integrity, "stored trust level out of range")
+                })?;
                 circles.push((s.circle_name(&c)?, level));
             }
             circles.sort_by(|a, b| a.0.0.cmp(&b.0.0));
-            Ok(UserInfo { account: row, circles })
+            Ok(UserInfo {
+                account: row,
+                circles,
+            })
         })
     }
 
     /// `user list`: page of matching accounts and the total.
-    pub fn user_list(&self, s: &Session, query: Option<&str>, verified_only: bool, start: i64, count: i64) -> Result<(Vec<AccountRow>, i64)> {
+    pub fn user_list(
+        &self,
+        s: &Session,
+        query: Option<&str>,
+        verified_only: bool,
+        start: i64,
+        count: i64,
+    ) -> Result<(Vec<AccountRow>, i64)> {
         if start < 0 || count < 0 {
             return err(ErrorKind::BadRequest, "start and count must be >= 0");
         }
@@ -266,7 +345,14 @@ impl Vault {
         self.store.write(|tx| {
             let subj = self.subject(tx, s)?;
             let mut row = Self::target(tx, target)?;
-            authorize(&subj, Op::ManageAccounts, &Object::Account { id: row.id, sysadmin: row.sysadmin })?;
+            authorize(
+                &subj,
+                Op::ManageAccounts,
+                &Object::Account {
+                    id: row.id,
+                    sysadmin: row.sysadmin,
+                },
+            )?;
             row.verified = true;
             tx.account_update(&row)?;
             Ok(())

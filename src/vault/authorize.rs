@@ -199,7 +199,14 @@ mod tests {
         let s = subj(false, false);
         for (op, expect) in table {
             for (i, level) in levels.iter().enumerate() {
-                let r = authorize(&s, *op, &Object::Circle { id: CircleId(1), level: *level });
+                let r = authorize(
+                    &s,
+                    *op,
+                    &Object::Circle {
+                        id: CircleId(1),
+                        level: *level,
+                    },
+                );
                 assert_eq!(r.is_ok(), expect[i], "{op:?} at {level:?}");
             }
         }
@@ -210,9 +217,18 @@ mod tests {
         let plain = subj(false, false);
         let ua = subj(false, true);
         let sys = subj(true, true);
-        let other = Object::Account { id: AccountId(8), sysadmin: false };
-        let me = Object::Account { id: AccountId(7), sysadmin: false };
-        let root = Object::Account { id: AccountId(1), sysadmin: true };
+        let other = Object::Account {
+            id: AccountId(8),
+            sysadmin: false,
+        };
+        let me = Object::Account {
+            id: AccountId(7),
+            sysadmin: false,
+        };
+        let root = Object::Account {
+            id: AccountId(1),
+            sysadmin: true,
+        };
         assert!(authorize(&plain, Op::ManageAccounts, &other).is_err());
         assert!(authorize(&ua, Op::ManageAccounts, &other).is_ok());
         assert!(authorize(&ua, Op::ManageAccounts, &root).is_err());
@@ -225,9 +241,18 @@ mod tests {
         assert!(authorize(&plain, Op::ChangeOwnPassphrase, &me).is_err());
         assert!(authorize(&plain, Op::CreateCircle, &Object::Store).is_ok());
         // An account admin who is not a trustee cannot manage a circle's trustees.
-        let c = Object::Circle { id: CircleId(1), level: None };
-        assert_eq!(authorize(&sys, Op::ManageTrustees, &c).unwrap_err().kind, ErrorKind::Forbidden);
+        let c = Object::Circle {
+            id: CircleId(1),
+            level: None,
+        };
+        assert_eq!(
+            authorize(&sys, Op::ManageTrustees, &c).unwrap_err().kind,
+            ErrorKind::Forbidden
+        );
         assert!(authorize(&sys, Op::DeleteCircle, &c).is_ok());
-        assert_eq!(authorize(&plain, Op::ViewCircle, &c).unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            authorize(&plain, Op::ViewCircle, &c).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
     }
 }

@@ -28,7 +28,8 @@ pub struct CircleInfo {
 }
 
 fn level_of(v: i64) -> Result<TrustLevel> {
-    TrustLevel::from_i64(v).ok_or_else(|| Error::new(ErrorKind::Integrity, "stored trust level out of range"))
+    TrustLevel::from_i64(v)
+        .ok_or_else(|| Error::new(ErrorKind::Integrity, "stored trust level out of range"))
 }
 
 fn pk32(v: &[u8]) -> Result<[u8; 32]> {
@@ -59,7 +60,9 @@ impl Vault {
         if wraps.is_empty() {
             return err(ErrorKind::Forbidden, "no key for this circle");
         }
-        let k = Arc::new(CircleKeys::unwrap(c.id, c.epoch, s.account, &s.keys, &wraps)?);
+        let k = Arc::new(CircleKeys::unwrap(
+            c.id, c.epoch, s.account, &s.keys, &wraps,
+        )?);
         s.cache_keys(k.clone());
         Ok(k)
     }
@@ -73,14 +76,22 @@ impl Vault {
             let subj = self.subject(tx, s)?;
             authorize(&subj, Op::CreateCircle, &Object::Store)?;
             if tx.circle_by_index(&idx)?.is_some() {
-                return err(ErrorKind::Conflict, format!("circle {cname} already exists"));
+                return err(
+                    ErrorKind::Conflict,
+                    format!("circle {cname} already exists"),
+                );
             }
             let now = now_secs();
             let id = tx.circle_insert(&idx, now)?;
             tx.circle_set_name(id, &s.seal_circle_name(id, cname)?)?;
             tx.trustee_insert(id, s.account, TrustLevel::Admin.to_i64())?;
             let epoch = Epoch(1);
-            tx.circle_key_insert(id, epoch, s.account, &wrap_to(&s.keys.public, &aad::circle_key(id, epoch, s.account), &ck)?)?;
+            tx.circle_key_insert(
+                id,
+                epoch,
+                s.account,
+                &wrap_to(&s.keys.public, &aad::circle_key(id, epoch, s.account), &ck)?,
+            )?;
             let row = tx
                 .circle_by_id(id)?
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "circle vanished"))?;
@@ -116,7 +127,14 @@ impl Vault {
         let inodes = self.store.write(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::DeleteCircle, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            authorize(
+                &subj,
+                Op::DeleteCircle,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
             let inodes = tx.inode_ids_of_circle(c.id)?;
             tx.circle_delete(c.id)?;
             tx.change_insert(Some(c.id), "circle-delete", now_secs())?;
@@ -135,7 +153,14 @@ impl Vault {
         self.store.read(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::ViewCircle, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            authorize(
+                &subj,
+                Op::ViewCircle,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
             let trustees = tx
                 .trustees_of(c.id)?
                 .into_iter()
@@ -185,24 +210,43 @@ impl Vault {
     }
 
     /// `trustee add`: all or nothing.
-    pub fn trustee_add(&self, s: &Session, cname: &str, users: &[String], level: TrustLevel) -> Result<()> {
+    pub fn trustee_add(
+        &self,
+        s: &Session,
+        cname: &str,
+        users: &[String],
+        level: TrustLevel,
+    ) -> Result<()> {
         if users.is_empty() {
             return err(ErrorKind::Missing, "no account named");
         }
         self.store.write(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::ManageTrustees, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            authorize(
+                &subj,
+                Op::ManageTrustees,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
             let keys = self.circle_keys(tx, s, &c)?;
             let mut rows = Vec::new();
             for u in users {
-                let row = tx
-                    .account_by_name(u)?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such account {u}")))?;
+                let row = tx.account_by_name(u)?.ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, format!("no such account {u}"))
+                })?;
                 if tx.trustee_level(c.id, row.id)?.is_some() {
-                    return err(ErrorKind::Conflict, format!("{u} is already a trustee of {cname}"));
+                    return err(
+                        ErrorKind::Conflict,
+                        format!("{u} is already a trustee of {cname}"),
+                    );
                 }
-                if rows.iter().any(|(r, _): &(crate::store::rows::AccountRow, [u8; 32])| r.id == row.id) {
+                if rows
+                    .iter()
+                    .any(|(r, _): &(crate::store::rows::AccountRow, [u8; 32])| r.id == row.id)
+                {
                     return err(ErrorKind::Conflict, format!("{u} is named twice"));
                 }
                 let pk = pk32(&row.public_key)?;
@@ -211,7 +255,12 @@ impl Vault {
             for (row, pk) in &rows {
                 tx.trustee_insert(c.id, row.id, level.to_i64())?;
                 for (e, k) in &keys.epochs {
-                    tx.circle_key_insert(c.id, *e, row.id, &wrap_to(pk, &aad::circle_key(c.id, *e, row.id), &k.ck)?)?;
+                    tx.circle_key_insert(
+                        c.id,
+                        *e,
+                        row.id,
+                        &wrap_to(pk, &aad::circle_key(c.id, *e, row.id), &k.ck)?,
+                    )?;
                 }
             }
             tx.change_insert(Some(c.id), "trustee-add", now_secs())?;
@@ -221,7 +270,12 @@ impl Vault {
 
     /// Remove one trustee inside a transaction: refuses to leave no admin,
     /// deletes their wraps and starts a new epoch for the rest.
-    pub(crate) fn remove_trustee_in_tx(tx: &Tx<'_>, c: &CircleRow, who: AccountId, who_name: &str) -> Result<Epoch> {
+    pub(crate) fn remove_trustee_in_tx(
+        tx: &Tx<'_>,
+        c: &CircleRow,
+        who: AccountId,
+        who_name: &str,
+    ) -> Result<Epoch> {
         let trustees = tx.trustees_of(c.id)?;
         let Some(t) = trustees.iter().find(|t| t.account == who) else {
             return err(ErrorKind::NotFound, format!("{who_name} is not a trustee"));
@@ -257,7 +311,12 @@ impl Vault {
         let ck = Key32::random()?;
         for t in tx.trustees_of(c.id)? {
             let pk = pk32(&t.public_key)?;
-            tx.circle_key_insert(c.id, next, t.account, &wrap_to(&pk, &aad::circle_key(c.id, next, t.account), &ck)?)?;
+            tx.circle_key_insert(
+                c.id,
+                next,
+                t.account,
+                &wrap_to(&pk, &aad::circle_key(c.id, next, t.account), &ck)?,
+            )?;
         }
         tx.circle_set_epoch(c.id, next)?;
         tx.change_insert(Some(c.id), "rekey", now_secs())?;
@@ -274,20 +333,27 @@ impl Vault {
             let subj = self.subject(tx, s)?;
             let level = Self::my_level(tx, s, c.id)?;
             let only_self = users.len() == 1 && users[0] == s.name;
-            let op = if only_self { Op::LeaveCircle } else { Op::ManageTrustees };
+            let op = if only_self {
+                Op::LeaveCircle
+            } else {
+                Op::ManageTrustees
+            };
             authorize(&subj, op, &Object::Circle { id: c.id, level })?;
             let mut epoch = c.epoch;
             let mut seen = Vec::new();
             for u in users {
-                let row = tx
-                    .account_by_name(u)?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such account {u}")))?;
+                let row = tx.account_by_name(u)?.ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, format!("no such account {u}"))
+                })?;
                 if seen.contains(&row.id) {
                     continue;
                 }
                 seen.push(row.id);
                 if tx.trustee_level(c.id, row.id)?.is_none() {
-                    return err(ErrorKind::NotFound, format!("{u} is not a trustee of {cname}"));
+                    return err(
+                        ErrorKind::NotFound,
+                        format!("{u} is not a trustee of {cname}"),
+                    );
                 }
                 epoch = Self::remove_trustee_in_tx(tx, &c, row.id, u)?;
             }
@@ -299,17 +365,33 @@ impl Vault {
     }
 
     /// `trustee set`.
-    pub fn trustee_set(&self, s: &Session, cname: &str, user: &str, level: TrustLevel) -> Result<()> {
+    pub fn trustee_set(
+        &self,
+        s: &Session,
+        cname: &str,
+        user: &str,
+        level: TrustLevel,
+    ) -> Result<()> {
         self.store.write(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::ManageTrustees, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
-            let row = tx
-                .account_by_name(user)?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such account {user}")))?;
-            let old = tx
-                .trustee_level(c.id, row.id)?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{user} is not a trustee of {cname}")))?;
+            authorize(
+                &subj,
+                Op::ManageTrustees,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
+            let row = tx.account_by_name(user)?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("no such account {user}"))
+            })?;
+            let old = tx.trustee_level(c.id, row.id)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("{user} is not a trustee of {cname}"),
+                )
+            })?;
             if old == TrustLevel::Admin.to_i64() && level != TrustLevel::Admin {
                 let admins = tx
                     .trustees_of(c.id)?
@@ -317,7 +399,10 @@ impl Vault {
                     .filter(|t| t.level == TrustLevel::Admin.to_i64())
                     .count();
                 if admins <= 1 {
-                    return err(ErrorKind::StateConflict, format!("{user} is the last admin of {cname}"));
+                    return err(
+                        ErrorKind::StateConflict,
+                        format!("{user} is the last admin of {cname}"),
+                    );
                 }
             }
             tx.trustee_set_level(c.id, row.id, level.to_i64())?;
@@ -328,21 +413,39 @@ impl Vault {
 
     /// `circle set-members`: make the trustee list exactly `members`
     /// (adding, re-levelling, removing with one rekey), all or nothing.
-    pub fn circle_set_members(&self, s: &Session, cname: &str, members: &[(String, TrustLevel)]) -> Result<()> {
+    pub fn circle_set_members(
+        &self,
+        s: &Session,
+        cname: &str,
+        members: &[(String, TrustLevel)],
+    ) -> Result<()> {
         if !members.iter().any(|(_, l)| *l == TrustLevel::Admin) {
-            return err(ErrorKind::StateConflict, "the member list must contain at least one admin");
+            return err(
+                ErrorKind::StateConflict,
+                "the member list must contain at least one admin",
+            );
         }
         self.store.write(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::ManageTrustees, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            authorize(
+                &subj,
+                Op::ManageTrustees,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
             let keys = self.circle_keys(tx, s, &c)?;
             let mut wanted = Vec::new();
             for (u, l) in members {
-                let row = tx
-                    .account_by_name(u)?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such account {u}")))?;
-                if wanted.iter().any(|(id, _, _): &(AccountId, TrustLevel, [u8; 32])| *id == row.id) {
+                let row = tx.account_by_name(u)?.ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, format!("no such account {u}"))
+                })?;
+                if wanted
+                    .iter()
+                    .any(|(id, _, _): &(AccountId, TrustLevel, [u8; 32])| *id == row.id)
+                {
                     return err(ErrorKind::Conflict, format!("{u} is named twice"));
                 }
                 wanted.push((row.id, *l, pk32(&row.public_key)?));
@@ -357,12 +460,19 @@ impl Vault {
             }
             for (id, l, pk) in &wanted {
                 match current.iter().find(|t| t.account == *id) {
-                    Some(t) if t.level != l.to_i64() => tx.trustee_set_level(c.id, *id, l.to_i64())?,
+                    Some(t) if t.level != l.to_i64() => {
+                        tx.trustee_set_level(c.id, *id, l.to_i64())?
+                    }
                     Some(_) => {}
                     None => {
                         tx.trustee_insert(c.id, *id, l.to_i64())?;
                         for (e, k) in &keys.epochs {
-                            tx.circle_key_insert(c.id, *e, *id, &wrap_to(pk, &aad::circle_key(c.id, *e, *id), &k.ck)?)?;
+                            tx.circle_key_insert(
+                                c.id,
+                                *e,
+                                *id,
+                                &wrap_to(pk, &aad::circle_key(c.id, *e, *id), &k.ck)?,
+                            )?;
                         }
                     }
                 }
@@ -386,16 +496,27 @@ impl Vault {
     pub fn heal_wraps(&self, s: &Session) -> Result<()> {
         self.store.write(|tx| {
             for (c, _) in tx.circles_of(s.account)? {
-                let Ok(keys) = self.circle_keys(tx, s, &c) else { continue };
+                let Ok(keys) = self.circle_keys(tx, s, &c) else {
+                    continue;
+                };
                 for t in tx.trustees_of(c.id)? {
                     if t.account == s.account {
                         continue;
                     }
-                    let have: Vec<Epoch> = tx.circle_keys_for(c.id, t.account)?.into_iter().map(|(e, _)| e).collect();
+                    let have: Vec<Epoch> = tx
+                        .circle_keys_for(c.id, t.account)?
+                        .into_iter()
+                        .map(|(e, _)| e)
+                        .collect();
                     let pk = pk32(&t.public_key)?;
                     for (e, k) in &keys.epochs {
                         if !have.contains(e) {
-                            tx.circle_key_insert(c.id, *e, t.account, &wrap_to(&pk, &aad::circle_key(c.id, *e, t.account), &k.ck)?)?;
+                            tx.circle_key_insert(
+                                c.id,
+                                *e,
+                                t.account,
+                                &wrap_to(&pk, &aad::circle_key(c.id, *e, t.account), &k.ck)?,
+                            )?;
                         }
                     }
                 }
@@ -411,7 +532,14 @@ impl Vault {
         let e = self.store.write(|tx| {
             let c = self.circle_by_name(tx, s, cname)?;
             let subj = self.subject(tx, s)?;
-            authorize(&subj, Op::ManageTrustees, &Object::Circle { id: c.id, level: Self::my_level(tx, s, c.id)? })?;
+            authorize(
+                &subj,
+                Op::ManageTrustees,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, s, c.id)?,
+                },
+            )?;
             Self::rotate_in_tx(tx, &c)
         })?;
         s.forget_keys(None);

@@ -51,29 +51,49 @@ pub struct CircleKeys {
 
 impl std::fmt::Debug for CircleKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CircleKeys({}, epoch {}, [REDACTED])", self.circle, self.current)
+        write!(
+            f,
+            "CircleKeys({}, epoch {}, [REDACTED])",
+            self.circle, self.current
+        )
     }
 }
 
 impl CircleKeys {
     /// Unwrap every epoch key wrapped to `account`.
-    pub fn unwrap(circle: CircleId, current: Epoch, account: AccountId, kp: &KeyPair, wraps: &[(Epoch, Vec<u8>)]) -> Result<CircleKeys> {
+    pub fn unwrap(
+        circle: CircleId,
+        current: Epoch,
+        account: AccountId,
+        kp: &KeyPair,
+        wraps: &[(Epoch, Vec<u8>)],
+    ) -> Result<CircleKeys> {
         let mut epochs = BTreeMap::new();
         for (e, w) in wraps {
             let ck = kp.unwrap_key(&aad::circle_key(circle, *e, account), w)?;
             epochs.insert(*e, EpochKeys::new(ck)?);
         }
         if !epochs.contains_key(&current) {
-            return err(ErrorKind::Forbidden, "no key for the circle's current epoch");
+            return err(
+                ErrorKind::Forbidden,
+                "no key for the circle's current epoch",
+            );
         }
-        Ok(CircleKeys { circle, current, epochs })
+        Ok(CircleKeys {
+            circle,
+            current,
+            epochs,
+        })
     }
 
     /// Keys of `epoch` (integrity error when this account never held it).
     pub fn epoch(&self, epoch: Epoch) -> Result<&EpochKeys> {
-        self.epochs
-            .get(&epoch)
-            .ok_or_else(|| crate::error::Error::new(ErrorKind::Integrity, format!("no circle key for epoch {epoch}")))
+        self.epochs.get(&epoch).ok_or_else(|| {
+            crate::error::Error::new(
+                ErrorKind::Integrity,
+                format!("no circle key for epoch {epoch}"),
+            )
+        })
     }
 
     /// Keys of the current epoch.
@@ -94,18 +114,33 @@ impl CircleKeys {
 
 impl CircleKeys {
     /// Seal an attribute record under the current epoch.
-    pub fn seal_attrs(&self, ino: InodeId, a: &crate::format::attrs::Attrs) -> Result<(Epoch, Vec<u8>)> {
+    pub fn seal_attrs(
+        &self,
+        ino: InodeId,
+        a: &crate::format::attrs::Attrs,
+    ) -> Result<(Epoch, Vec<u8>)> {
         let k = self.cur()?;
-        Ok((self.current, k.meta.seal(&aad::attrs(self.circle, ino, self.current), &a.encode())?))
+        Ok((
+            self.current,
+            k.meta
+                .seal(&aad::attrs(self.circle, ino, self.current), &a.encode())?,
+        ))
     }
 
     /// Open and validate an inode's sealed record.
-    pub fn open_attrs(&self, row: &crate::store::files::InodeRow) -> Result<crate::format::attrs::Attrs> {
+    pub fn open_attrs(
+        &self,
+        row: &crate::store::files::InodeRow,
+    ) -> Result<crate::format::attrs::Attrs> {
         if row.circle != self.circle {
             return err(ErrorKind::Integrity, "inode belongs to another circle");
         }
         let k = self.epoch(row.epoch)?;
-        let pt = k.meta.open(&aad::attrs(self.circle, row.id, row.epoch), &row.attrs, "attribute record")?;
+        let pt = k.meta.open(
+            &aad::attrs(self.circle, row.id, row.epoch),
+            &row.attrs,
+            "attribute record",
+        )?;
         let a = crate::format::attrs::Attrs::decode(&pt)?;
         if a.kind as u8 != row.kind {
             return err(ErrorKind::Integrity, "inode kind does not match its record");

@@ -43,9 +43,14 @@ impl Vault {
     pub fn init(root: &Path, admin: &str, pass: &Passphrase, kdf_profile: &str) -> Result<Vault> {
         name::check_account_name(admin)?;
         check_new_passphrase(pass)?;
-        KdfParams::profile(kdf_profile)
-            .ok_or_else(|| Error::new(ErrorKind::BadRequest, format!("unknown KDF profile {kdf_profile} (default|fast)")))?;
-        let store = Store::create(root).map_err(|e| Error::new(ErrorKind::Conflict, e.to_string()))?;
+        KdfParams::profile(kdf_profile).ok_or_else(|| {
+            Error::new(
+                ErrorKind::BadRequest,
+                format!("unknown KDF profile {kdf_profile} (default|fast)"),
+            )
+        })?;
+        let store =
+            Store::create(root).map_err(|e| Error::new(ErrorKind::Conflict, e.to_string()))?;
         store.write(|tx| {
             tx.meta_set("kdf_profile", kdf_profile)?;
             tx.meta_set("created", &now_secs().to_string())?;
@@ -86,8 +91,12 @@ impl Vault {
     /// KDF parameters new accounts get in this store.
     pub fn kdf_params(&self) -> Result<KdfParams> {
         let p = self.store.read(|tx| tx.meta_get("kdf_profile"))?;
-        KdfParams::profile(p.as_deref().unwrap_or("default"))
-            .ok_or_else(|| Error::new(ErrorKind::Integrity, "unknown KDF profile recorded in store"))
+        KdfParams::profile(p.as_deref().unwrap_or("default")).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Integrity,
+                "unknown KDF profile recorded in store",
+            )
+        })
     }
 
     /// Unlock `name` with `pass`: 401 for an unknown account or a wrong passphrase.
@@ -95,25 +104,42 @@ impl Vault {
         let row = self
             .store
             .read(|tx| tx.account_by_name(name))?
-            .ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown account {name}")))?;
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Unauthorized, format!("unknown account {name}"))
+            })?;
         let keys = open_account(&row, pass)?;
         let dir_key = keys
             .unwrap_key(&aad::dir_key(row.id), &row.dir_key_wrap)
-            .map_err(|_| Error::new(ErrorKind::Integrity, "directory key wrap does not authenticate"))?;
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Integrity,
+                    "directory key wrap does not authenticate",
+                )
+            })?;
         let s = Session::new(row.id, row.name.clone(), keys, dir_key)?;
         self.heal_wraps(&s)?;
         Ok(s)
     }
 
     /// Create an account (sealing its secret, wrapping the directory key).
-    pub(crate) fn create_account(&self, name: &str, pass: &Passphrase, dir_key: &Key32, flags: Flags, person: Person) -> Result<AccountId> {
+    pub(crate) fn create_account(
+        &self,
+        name: &str,
+        pass: &Passphrase,
+        dir_key: &Key32,
+        flags: Flags,
+        person: Person,
+    ) -> Result<AccountId> {
         let params = self.kdf_params()?;
         let salt = random_bytes::<SALT_LEN>()?;
         let kek = derive_kek(pass, &salt, params)?;
         let kp = KeyPair::generate()?;
         self.store.write(|tx| {
             if tx.account_by_name(name)?.is_some() {
-                return err(ErrorKind::Conflict, format!("account {name} already exists"));
+                return err(
+                    ErrorKind::Conflict,
+                    format!("account {name} already exists"),
+                );
             }
             let id = tx.account_insert(&NewAccount {
                 name,
@@ -182,13 +208,21 @@ pub(crate) fn open_account(row: &AccountRow, pass: &Passphrase) -> Result<KeyPai
         p: to_u32(row.kdf.2),
     };
     let kek = derive_kek(pass, &row.salt, params)?;
-    let secret = aead::open(&kek, &aad::account_secret(row.id), &row.sealed_secret, "account secret")
-        .map_err(|_| Error::new(ErrorKind::Unauthorized, "wrong passphrase"))?;
+    let secret = aead::open(
+        &kek,
+        &aad::account_secret(row.id),
+        &row.sealed_secret,
+        "account secret",
+    )
+    .map_err(|_| Error::new(ErrorKind::Unauthorized, "wrong passphrase"))?;
     let kp = KeyPair::from_secret(Key32::from_slice(&secret)?);
     let mut secret = secret;
     zeroize::Zeroize::zeroize(&mut secret);
     if kp.public[..] != row.public_key[..] {
-        return err(ErrorKind::Integrity, "account public key does not match its secret");
+        return err(
+            ErrorKind::Integrity,
+            "account public key does not match its secret",
+        );
     }
     Ok(kp)
 }

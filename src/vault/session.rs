@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::crypto::Key32;
 use crate::crypto::aead::Cipher;
 use crate::crypto::subkeys::{Purpose, derive, name_index};
 use crate::crypto::wrap::KeyPair;
-use crate::crypto::Key32;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::aad;
 use crate::ids::{AccountId, CircleId, CircleName};
@@ -38,7 +38,12 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(account: AccountId, name: String, keys: KeyPair, dir_key: Key32) -> Result<Session> {
+    pub(crate) fn new(
+        account: AccountId,
+        name: String,
+        keys: KeyPair,
+        dir_key: Key32,
+    ) -> Result<Session> {
         Ok(Session {
             account,
             name,
@@ -59,23 +64,36 @@ impl Session {
 
     /// Seal a circle name.
     pub(crate) fn seal_circle_name(&self, circle: CircleId, name: &str) -> Result<Vec<u8>> {
-        Ok(self.dir_name.seal(&aad::circle_name(circle), name.as_bytes())?)
+        Ok(self
+            .dir_name
+            .seal(&aad::circle_name(circle), name.as_bytes())?)
     }
 
     /// Open a circle's sealed name (validated).
     pub fn circle_name(&self, row: &CircleRow) -> Result<CircleName> {
-        let pt = self.dir_name.open(&aad::circle_name(row.id), &row.name_ct, "circle name")?;
-        let s = String::from_utf8(pt).map_err(|_| Error::new(ErrorKind::Integrity, "circle name is not UTF-8"))?;
-        crate::format::name::check_circle_name(&s).map_err(|_| Error::new(ErrorKind::Integrity, "circle name fails validation"))?;
+        let pt = self
+            .dir_name
+            .open(&aad::circle_name(row.id), &row.name_ct, "circle name")?;
+        let s = String::from_utf8(pt)
+            .map_err(|_| Error::new(ErrorKind::Integrity, "circle name is not UTF-8"))?;
+        crate::format::name::check_circle_name(&s)
+            .map_err(|_| Error::new(ErrorKind::Integrity, "circle name fails validation"))?;
         let idx = self.circle_index(&s)?;
         if idx[..] != row.name_index[..] {
-            return Err(Error::new(ErrorKind::Integrity, "circle name does not match its index"));
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                "circle name does not match its index",
+            ));
         }
         Ok(CircleName(s))
     }
 
     /// Cached keys of a circle if still current for `epoch`.
-    pub(crate) fn cached_keys(&self, circle: CircleId, current: crate::ids::Epoch) -> Option<Arc<CircleKeys>> {
+    pub(crate) fn cached_keys(
+        &self,
+        circle: CircleId,
+        current: crate::ids::Epoch,
+    ) -> Option<Arc<CircleKeys>> {
         let m = self.circles.lock().ok()?;
         m.get(&circle).filter(|k| k.current == current).cloned()
     }
@@ -108,7 +126,11 @@ impl Session {
             .lock()
             .map(|m| {
                 m.values()
-                    .flat_map(|k| k.epochs.iter().map(|(e, ek)| (k.circle, *e, *ek.ck.expose())))
+                    .flat_map(|k| {
+                        k.epochs
+                            .iter()
+                            .map(|(e, ek)| (k.circle, *e, *ek.ck.expose()))
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Shared fixtures for the integration tests: temp stores with the fast KDF,
 //! sessions, the built binary, and real mounts that unmount on drop.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,10 +24,22 @@ pub struct TempStore {
 impl TempStore {
     /// Store with admin (passphrase "admin-pw").
     pub fn new() -> TempStore {
-        let dir = tempfile::Builder::new().prefix("circlefs-t").tempdir_in("/tmp").unwrap();
-        let vault = Vault::init(&dir.path().join("store"), "admin", &pass("admin-pw"), "fast").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("circlefs-t")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let vault = Vault::init(
+            &dir.path().join("store"),
+            "admin",
+            &pass("admin-pw"),
+            "fast",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("admin.pw"), "admin-pw\n").unwrap();
-        TempStore { dir, vault: Arc::new(vault) }
+        TempStore {
+            dir,
+            vault: Arc::new(vault),
+        }
     }
 
     pub fn store(&self) -> PathBuf {
@@ -46,14 +58,27 @@ impl TempStore {
     pub fn user(&self, name: &str) -> Session {
         let a = self.admin();
         self.vault
-            .user_create(&a, NewUser { name: name.into(), pass: Some(pass(&format!("{name}-pw"))), ..Default::default() })
+            .user_create(
+                &a,
+                NewUser {
+                    name: name.into(),
+                    pass: Some(pass(&format!("{name}-pw"))),
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        std::fs::write(self.dir.path().join(format!("{name}.pw")), format!("{name}-pw\n")).unwrap();
+        std::fs::write(
+            self.dir.path().join(format!("{name}.pw")),
+            format!("{name}-pw\n"),
+        )
+        .unwrap();
         self.login(name)
     }
 
     pub fn login(&self, name: &str) -> Session {
-        self.vault.unlock(name, &pass(&format!("{name}-pw"))).unwrap()
+        self.vault
+            .unlock(name, &pass(&format!("{name}-pw")))
+            .unwrap()
     }
 
     pub fn pwfile(&self, name: &str) -> PathBuf {
@@ -63,7 +88,12 @@ impl TempStore {
     /// Run the binary as `circlefs admin STORE --user USER --passphrase-file ... ARGS`.
     pub fn admin_cli(&self, user: &str, args: &[&str]) -> Output {
         let mut c = bin();
-        c.arg("admin").arg(self.store()).arg("--user").arg(user).arg("--passphrase-file").arg(self.pwfile(user));
+        c.arg("admin")
+            .arg(self.store())
+            .arg("--user")
+            .arg(user)
+            .arg("--passphrase-file")
+            .arg(self.pwfile(user));
         c.args(args).output().unwrap()
     }
 }
@@ -118,13 +148,22 @@ pub fn fuse_available() -> bool {
 }
 
 pub fn which(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 pub fn is_mounted(mp: &Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(mp) else { return false };
+    let Ok(real) = std::fs::canonicalize(mp) else {
+        return false;
+    };
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(real.to_str().unwrap_or("")))
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(real.to_str().unwrap_or("")))
 }
 
 /// A real mount that is unmounted on drop.
@@ -137,18 +176,34 @@ impl Mount {
     pub fn new(store: &Path, mp: &Path, user: &str, pwfile: &Path, opts: &[&str]) -> Mount {
         std::fs::create_dir_all(mp).unwrap();
         let mut c = bin();
-        c.arg("mount").arg(store).arg(mp).arg("--user").arg(user).arg("--passphrase-file").arg(pwfile);
+        c.arg("mount")
+            .arg(store)
+            .arg(mp)
+            .arg("--user")
+            .arg(user)
+            .arg("--passphrase-file")
+            .arg(pwfile);
         if !opts.is_empty() {
             c.arg("-o").arg(opts.join(","));
         }
         let o = c.output().unwrap();
-        assert!(o.status.success(), "mount failed: {} {}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "mount failed: {} {}",
+            stdout(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
         let t0 = Instant::now();
         while !is_mounted(mp) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "mount did not appear");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "mount did not appear"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Mount { mp: mp.to_path_buf() }
+        Mount {
+            mp: mp.to_path_buf(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -160,9 +215,16 @@ impl Mount {
         let mp = self.mp.to_str()?.to_string();
         for e in std::fs::read_dir("/proc").ok()? {
             let e = e.ok()?;
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-            let args: Vec<String> = cmd.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
             if args.iter().any(|a| a == "--foreground") && args.iter().any(|a| a == &mp) {
                 return Some(pid);
             }

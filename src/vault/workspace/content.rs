@@ -32,7 +32,11 @@ pub struct OpenFile {
 
 impl std::fmt::Debug for OpenFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OpenFile(size {}, opens {})", self.attrs.size, self.opens)
+        write!(
+            f,
+            "OpenFile(size {}, opens {})",
+            self.attrs.size, self.opens
+        )
     }
 }
 
@@ -79,14 +83,21 @@ impl Workspace {
 
     /// Change an inode's attributes and save them at once (through the open
     /// state when the file is open, so a later flush does not undo it).
-    pub(super) fn update_attrs(&self, a: &CircleAccess, ino: InodeId, f: impl FnOnce(&mut Attrs) -> Result<()>) -> Result<()> {
+    pub(super) fn update_attrs(
+        &self,
+        a: &CircleAccess,
+        ino: InodeId,
+        f: impl FnOnce(&mut Attrs) -> Result<()>,
+    ) -> Result<()> {
         let open = lock(&self.open)?.get(&ino).cloned();
         if let Some(of) = open {
             let mut st = lock(&of)?;
             f(&mut st.attrs)?;
             let attrs = st.attrs.clone();
             let access = st.access.clone();
-            self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+            self.vault
+                .store()
+                .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
             return Ok(());
         }
         self.vault.store().write(|tx| {
@@ -174,12 +185,15 @@ impl Workspace {
     }
 
     /// Persist a file's attributes (and with `sync`, its blocks first).
-    pub(super) fn flush_file(&self, ino: InodeId, of: &Arc<Mutex<OpenFile>>, sync: bool) -> Result<()> {
+    pub(super) fn flush_file(
+        &self,
+        ino: InodeId,
+        of: &Arc<Mutex<OpenFile>>,
+        sync: bool,
+    ) -> Result<()> {
         let mut st = lock(of)?;
-        if sync {
-            if let Some(f) = &st.file {
-                f.sync_data()?;
-            }
+        if sync && let Some(f) = &st.file {
+            f.sync_data()?;
         }
         if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
             st.dirty = false;
@@ -190,7 +204,9 @@ impl Workspace {
         }
         let attrs = st.attrs.clone();
         let access = st.access.clone();
-        self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        self.vault
+            .store()
+            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
         if sync {
             self.vault.store().sync()?;
@@ -216,7 +232,12 @@ impl Workspace {
         }
     }
 
-    fn block_file<'a>(&self, ino: InodeId, st: &'a mut OpenFile, create: bool) -> Result<Option<&'a File>> {
+    fn block_file<'a>(
+        &self,
+        ino: InodeId,
+        st: &'a mut OpenFile,
+        create: bool,
+    ) -> Result<Option<&'a File>> {
         if st.file.is_none() {
             st.file = self.vault.store().block_open(ino, create)?;
         }
@@ -230,11 +251,18 @@ impl Workspace {
                 .vault
                 .store()
                 .read(|tx| tx.file_key_get(ino, g))?
-                .ok_or_else(|| Error::new(ErrorKind::Integrity, format!("no file key for generation {g}")))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Integrity,
+                        format!("no file key for generation {g}"),
+                    )
+                })?;
             let k = st.access.keys.epoch(epoch)?;
-            let raw = k
-                .file_wrap
-                .open(&aad::file_key(st.access.row.id, ino, g, epoch), &wrapped, "file key")?;
+            let raw = k.file_wrap.open(
+                &aad::file_key(st.access.row.id, ino, g, epoch),
+                &wrapped,
+                "file key",
+            )?;
             let key = Key32::from_slice(&raw)?;
             let mut raw = raw;
             zeroize::Zeroize::zeroize(&mut raw);
@@ -261,18 +289,20 @@ impl Workspace {
         let key = Key32::random()?;
         let access = st.access.clone();
         let k = access.keys.cur()?;
-        let ng = self.vault.store().write(|tx| {
-            let max = tx.file_key_max(ino)?;
-            let ng = KeyGen(
-                max.0
-                    .max(g.0)
-                    .checked_add(1)
-                    .ok_or_else(|| Error::new(ErrorKind::Internal, "key generations exhausted"))?,
-            );
-            let wrapped = k.file_wrap.seal(&aad::file_key(access.row.id, ino, ng, current), key.expose())?;
-            tx.file_key_insert(ino, ng, current, &wrapped)?;
-            Ok::<_, Error>(ng)
-        })?;
+        let ng =
+            self.vault.store().write(|tx| {
+                let max = tx.file_key_max(ino)?;
+                let ng =
+                    KeyGen(max.0.max(g.0).checked_add(1).ok_or_else(|| {
+                        Error::new(ErrorKind::Internal, "key generations exhausted")
+                    })?);
+                let wrapped = k.file_wrap.seal(
+                    &aad::file_key(access.row.id, ino, ng, current),
+                    key.expose(),
+                )?;
+                tx.file_key_insert(ino, ng, current, &wrapped)?;
+                Ok::<_, Error>(ng)
+            })?;
         st.ciphers.insert(ng, (current, Cipher::new(&key)));
         st.attrs.keygen = ng;
         st.dirty = true;
@@ -280,16 +310,28 @@ impl Workspace {
     }
 
     /// Decrypt block `i` from `slot` into `out` (BLOCK_SIZE bytes).
-    fn open_block(&self, ino: InodeId, st: &mut OpenFile, i: u64, slot: &[u8], out: &mut [u8]) -> Result<()> {
+    fn open_block(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        i: u64,
+        slot: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
         let (g, sealed) = parse_slot(slot)?;
         let circle = st.access.row.id;
         let content = st.attrs.content;
         let c = self.cipher(ino, st, g)?;
-        c.open_into(&aad::block(circle, &content, g, BlockIndex(i)), sealed, out, "content block")
-            .map_err(|e| {
-                log::error!("integrity failure in inode {ino} block {i}");
-                Error::from(e)
-            })
+        c.open_into(
+            &aad::block(circle, &content, g, BlockIndex(i)),
+            sealed,
+            out,
+            "content block",
+        )
+        .map_err(|e| {
+            log::error!("integrity failure in inode {ino} block {i}");
+            Error::from(e)
+        })
     }
 
     /// Read up to `size` bytes at `offset`.
@@ -367,7 +409,11 @@ impl Workspace {
         for i in [first, last] {
             let bstart = i * bs;
             let covers_all = offset <= bstart && end >= bstart + bs;
-            if covers_all || edge.contains_key(&i) || !st.attrs.extents.contains(i) || i >= old_blocks {
+            if covers_all
+                || edge.contains_key(&i)
+                || !st.attrs.extents.contains(i)
+                || i >= old_blocks
+            {
                 continue;
             }
             let mut slot = vec![0u8; SLOT];
@@ -401,7 +447,11 @@ impl Workspace {
                     .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
                 let slot = &mut out[k * SLOT..(k + 1) * SLOT];
                 put_header(slot, g);
-                c.seal_into(&aad::block(circle, &content, g, BlockIndex(i)), &pt, &mut slot[HEADER..])?;
+                c.seal_into(
+                    &aad::block(circle, &content, g, BlockIndex(i)),
+                    &pt,
+                    &mut slot[HEADER..],
+                )?;
             }
         }
         pt.fill(0);
@@ -465,7 +515,11 @@ impl Workspace {
                 let mut slot = vec![0u8; SLOT];
                 put_header(&mut slot, g);
                 let c = self.cipher(ino, &mut st, g)?;
-                c.seal_into(&aad::block(circle, &content, g, BlockIndex(nb - 1)), &pt, &mut slot[HEADER..])?;
+                c.seal_into(
+                    &aad::block(circle, &content, g, BlockIndex(nb - 1)),
+                    &pt,
+                    &mut slot[HEADER..],
+                )?;
                 pt.fill(0);
                 if let Some(f) = self.block_file(ino, &mut st, true)? {
                     write_slots(f, BlockIndex(nb - 1), &slot)?;
@@ -481,12 +535,14 @@ impl Workspace {
         // Truncation is a metadata change: persist it now, and only then cut
         // the block file, so a crash in between never leaves the record
         // pointing at blocks that are gone.
-        self.vault.store().write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        self.vault
+            .store()
+            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
-        if let Some(nb) = cut {
-            if let Some(f) = self.block_file(ino, &mut st, false)? {
-                truncate_slots(f, nb)?;
-            }
+        if let Some(nb) = cut
+            && let Some(f) = self.block_file(ino, &mut st, false)?
+        {
+            truncate_slots(f, nb)?;
         }
         let idle = st.opens == 0;
         drop(st);

@@ -92,7 +92,8 @@ impl std::fmt::Debug for Workspace {
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
-    m.lock().map_err(|_| Error::new(ErrorKind::Internal, "lock poisoned"))
+    m.lock()
+        .map_err(|_| Error::new(ErrorKind::Internal, "lock poisoned"))
 }
 
 impl Workspace {
@@ -165,10 +166,21 @@ impl Workspace {
         }
         let mut fresh = HashMap::new();
         for (row, name, level) in self.vault.my_circles(&self.session)? {
-            let keys = self.vault.store().read(|tx| self.vault.circle_keys(tx, &self.session, &row));
+            let keys = self
+                .vault
+                .store()
+                .read(|tx| self.vault.circle_keys(tx, &self.session, &row));
             match keys {
                 Ok(keys) => {
-                    fresh.insert(row.id, Arc::new(CircleAccess { row, name, level, keys }));
+                    fresh.insert(
+                        row.id,
+                        Arc::new(CircleAccess {
+                            row,
+                            name,
+                            level,
+                            keys,
+                        }),
+                    );
                 }
                 Err(e) => log::warn!("circle {} skipped: {e}", row.id),
             }
@@ -176,13 +188,18 @@ impl Workspace {
         let mut st = lock(&self.state)?;
         let changed = fresh.len() != st.circles.len()
             || fresh.iter().any(|(id, a)| {
-                st.circles
-                    .get(id)
-                    .is_none_or(|o| o.level != a.level || o.row.epoch != a.row.epoch || o.name != a.name)
+                st.circles.get(id).is_none_or(|o| {
+                    o.level != a.level || o.row.epoch != a.row.epoch || o.name != a.name
+                })
             });
         // Drop keys of circles we lost (zeroized when the last Arc goes),
         // including those held by open files of those circles.
-        let lost: Vec<CircleId> = st.circles.keys().filter(|id| !fresh.contains_key(id)).copied().collect();
+        let lost: Vec<CircleId> = st
+            .circles
+            .keys()
+            .filter(|id| !fresh.contains_key(id))
+            .copied()
+            .collect();
         for id in &lost {
             self.session.forget_keys(Some(*id));
         }
@@ -221,10 +238,12 @@ impl Workspace {
     /// the cached view only: safe inside a store transaction.
     fn access(&self, c: CircleId) -> Result<Arc<CircleAccess>> {
         let st = lock(&self.state)?;
-        st.circles
-            .get(&c)
-            .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::Forbidden, "not (or no longer) a circle of this account"))
+        st.circles.get(&c).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Forbidden,
+                "not (or no longer) a circle of this account",
+            )
+        })
     }
 
     /// Check the session may do `op` in circle `a`.
@@ -238,7 +257,14 @@ impl Workspace {
             user_admin: false,
             may_change_password: false,
         };
-        authorize(&subj, op, &Object::Circle { id: a.row.id, level: Some(a.level) })
+        authorize(
+            &subj,
+            op,
+            &Object::Circle {
+                id: a.row.id,
+                level: Some(a.level),
+            },
+        )
     }
 
     /// Load an inode row and its circle access.
@@ -302,7 +328,10 @@ impl Workspace {
 
     /// Flush every dirty open file and checkpoint the WAL (unmount).
     pub fn shutdown(&self) -> Result<()> {
-        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         for (ino, f) in files {
             if let Err(e) = self.flush_file(ino, &f, true) {
                 log::error!("flush of inode {ino} at unmount failed: {e}");

@@ -68,7 +68,13 @@ pub enum NewNode {
 
 impl Workspace {
     /// Find `name` in directory `parent`: the entry and its row.
-    fn find(&self, tx: &Tx<'_>, a: &CircleAccess, parent: InodeId, nm: &[u8]) -> Result<Option<DirentRow>> {
+    fn find(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        parent: InodeId,
+        nm: &[u8],
+    ) -> Result<Option<DirentRow>> {
         for (e, idx) in a.keys.name_indexes(parent, nm)? {
             if let Some(d) = tx.dirent_get(parent, &idx)? {
                 if d.epoch != e {
@@ -76,7 +82,10 @@ impl Workspace {
                 }
                 let stored = self.open_name(a, &d)?;
                 if stored != nm {
-                    return err(ErrorKind::Integrity, "directory entry does not match its index");
+                    return err(
+                        ErrorKind::Integrity,
+                        "directory entry does not match its index",
+                    );
                 }
                 return Ok(Some(d));
             }
@@ -86,15 +95,27 @@ impl Workspace {
 
     fn open_name(&self, a: &CircleAccess, d: &DirentRow) -> Result<Vec<u8>> {
         let k = a.keys.epoch(d.epoch)?;
-        let nm = k.name.open(&aad::dirent_name(a.row.id, d.parent, d.epoch), &d.name_ct, "file name")?;
-        name::check_file_name(&nm).map_err(|_| Error::new(ErrorKind::Integrity, "stored file name fails validation"))?;
+        let nm = k.name.open(
+            &aad::dirent_name(a.row.id, d.parent, d.epoch),
+            &d.name_ct,
+            "file name",
+        )?;
+        name::check_file_name(&nm)
+            .map_err(|_| Error::new(ErrorKind::Integrity, "stored file name fails validation"))?;
         Ok(nm)
     }
 
-    fn new_dirent(&self, a: &CircleAccess, parent: InodeId, nm: &[u8], ino: InodeId) -> Result<DirentRow> {
+    fn new_dirent(
+        &self,
+        a: &CircleAccess,
+        parent: InodeId,
+        nm: &[u8],
+        ino: InodeId,
+    ) -> Result<DirentRow> {
         let k = a.keys.cur()?;
         let e = a.keys.current;
-        let idx = crate::crypto::subkeys::name_index(&k.index, &aad::name_scope(a.row.id, parent), nm)?;
+        let idx =
+            crate::crypto::subkeys::name_index(&k.index, &aad::name_scope(a.row.id, parent), nm)?;
         Ok(DirentRow {
             parent,
             name_index: idx.to_vec(),
@@ -148,8 +169,13 @@ impl Workspace {
                     break;
                 }
                 for (d, kind) in &batch {
-                    let kind = Kind::from_u8(*kind).ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
-                    out.push(DirEntry { name: self.open_name(&a, d)?, ino: d.ino, kind });
+                    let kind = Kind::from_u8(*kind)
+                        .ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
+                    out.push(DirEntry {
+                        name: self.open_name(&a, d)?,
+                        ino: d.ino,
+                        kind,
+                    });
                 }
                 after = batch.last().map(|(d, _)| d.name_index.clone());
             }
@@ -158,12 +184,19 @@ impl Workspace {
     }
 
     /// Create a node in `parent`.
-    pub fn create_node(&self, parent: InodeId, nm: &[u8], mode: u32, what: NewNode, caller: Caller) -> Result<Node> {
+    pub fn create_node(
+        &self,
+        parent: InodeId,
+        nm: &[u8],
+        mode: u32,
+        what: NewNode,
+        caller: Caller,
+    ) -> Result<Node> {
         name::check_file_name(nm)?;
-        if let NewNode::Symlink(t) = &what {
-            if t.is_empty() || t.len() > name::MAX_SYMLINK || t.contains(&0) {
-                return err(ErrorKind::Invalid, "bad symlink target");
-            }
+        if let NewNode::Symlink(t) = &what
+            && (t.is_empty() || t.len() > name::MAX_SYMLINK || t.contains(&0))
+        {
+            return err(ErrorKind::Invalid, "bad symlink target");
         }
         self.vault.store().write(|tx| {
             let (a, mut pattrs) = self.dir(tx, parent)?;
@@ -183,7 +216,11 @@ impl Workspace {
                     (Kind::Special, t, Vec::new(), *r)
                 }
             };
-            let mut perm = if kind == Kind::Symlink { 0o777 } else { mode & 0o7777 };
+            let mut perm = if kind == Kind::Symlink {
+                0o777
+            } else {
+                mode & 0o7777
+            };
             let mut gid = caller.gid;
             if pattrs.mode & libc::S_ISGID != 0 {
                 gid = pattrs.gid;
@@ -237,9 +274,9 @@ impl Workspace {
             let d = self
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
-            let row = tx
-                .inode_get(d.ino)?
-                .ok_or_else(|| Error::new(ErrorKind::Integrity, "entry points to a missing inode"))?;
+            let row = tx.inode_get(d.ino)?.ok_or_else(|| {
+                Error::new(ErrorKind::Integrity, "entry points to a missing inode")
+            })?;
             let is_dir = row.kind == Kind::Dir as u8;
             if dir && !is_dir {
                 return err(ErrorKind::NotDir, "not a directory");
@@ -280,7 +317,14 @@ impl Workspace {
     }
 
     /// Rename within one circle.
-    pub fn rename(&self, parent: InodeId, nm: &[u8], newparent: InodeId, newname: &[u8], mode: RenameMode) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: InodeId,
+        nm: &[u8],
+        newparent: InodeId,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> Result<()> {
         name::check_file_name(nm)?;
         name::check_file_name(newname)?;
         let (a, moved, replaced) = self.vault.store().write(|tx| {
@@ -294,7 +338,9 @@ impl Workspace {
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
             let dst = self.find(tx, &a, newparent, newname)?;
-            let src_row = tx.inode_get(src.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+            let src_row = tx
+                .inode_get(src.ino)?
+                .ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
             let src_dir = src_row.kind == Kind::Dir as u8;
             // A directory may not move below itself.
             if src_dir {
@@ -306,22 +352,31 @@ impl Workspace {
                     cur = tx.dir_parent(c)?;
                 }
             }
-            if let Some(d) = &dst {
-                if d.ino == src.ino {
-                    return Ok((a.clone(), None, None));
-                }
+            if let Some(d) = &dst
+                && d.ino == src.ino
+            {
+                return Ok((a.clone(), None, None));
             }
             let mut replaced = None;
             match (&dst, mode) {
-                (Some(_), RenameMode::NoReplace) => return err(ErrorKind::Conflict, "target exists"),
-                (None, RenameMode::Exchange) => return err(ErrorKind::NotFound, "exchange target does not exist"),
+                (Some(_), RenameMode::NoReplace) => {
+                    return err(ErrorKind::Conflict, "target exists");
+                }
+                (None, RenameMode::Exchange) => {
+                    return err(ErrorKind::NotFound, "exchange target does not exist");
+                }
                 (Some(d), RenameMode::Exchange) => {
-                    let drow = tx.inode_get(d.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+                    let drow = tx
+                        .inode_get(d.ino)?
+                        .ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
                     if drow.kind == Kind::Dir as u8 {
                         let mut cur = Some(parent);
                         while let Some(c) = cur {
                             if c == d.ino {
-                                return err(ErrorKind::Invalid, "cannot move a directory into itself");
+                                return err(
+                                    ErrorKind::Invalid,
+                                    "cannot move a directory into itself",
+                                );
                             }
                             cur = tx.dir_parent(c)?;
                         }
@@ -333,7 +388,9 @@ impl Workspace {
                     replaced = Some((d.ino, false));
                 }
                 (Some(d), RenameMode::Replace) => {
-                    let drow = tx.inode_get(d.ino)?.ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
+                    let drow = tx
+                        .inode_get(d.ino)?
+                        .ok_or_else(|| Error::new(ErrorKind::Integrity, "missing inode"))?;
                     let d_dir = drow.kind == Kind::Dir as u8;
                     if src_dir && !d_dir {
                         return err(ErrorKind::NotDir, "target is not a directory");
@@ -393,11 +450,17 @@ impl Workspace {
             let (row, a) = self.row(tx, ino)?;
             let (b, mut pb) = self.dir(tx, newparent)?;
             if a.row.id != b.row.id {
-                return err(ErrorKind::NotPermitted, "hard links across circles are not possible");
+                return err(
+                    ErrorKind::NotPermitted,
+                    "hard links across circles are not possible",
+                );
             }
             self.check(&a, Op::WriteFiles)?;
             if row.kind == Kind::Dir as u8 {
-                return err(ErrorKind::NotPermitted, "hard links to directories are not allowed");
+                return err(
+                    ErrorKind::NotPermitted,
+                    "hard links to directories are not allowed",
+                );
             }
             if self.find(tx, &a, newparent, newname)?.is_some() {
                 return err(ErrorKind::Conflict, "file exists");
@@ -415,19 +478,28 @@ impl Workspace {
 
     /// Change attributes (size changes go through the content layer).
     pub fn setattr(&self, ino: InodeId, s: &SetAttr, caller: Caller) -> Result<Node> {
-        let a = self.vault.store().read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
+        let a = self
+            .vault
+            .store()
+            .read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
         self.check(&a, Op::WriteFiles)?;
         if let Some(size) = s.size {
             self.truncate(ino, size)?;
         }
-        let meta = s.mode.is_some() || s.uid.is_some() || s.gid.is_some() || s.atime.is_some() || s.mtime.is_some() || s.ctime.is_some();
+        let meta = s.mode.is_some()
+            || s.uid.is_some()
+            || s.gid.is_some()
+            || s.atime.is_some()
+            || s.mtime.is_some()
+            || s.ctime.is_some();
         if meta {
             self.update_attrs(&a, ino, |at| {
                 let now = Time::now();
                 if let Some(m) = s.mode {
                     at.mode = (at.mode & libc::S_IFMT) | (m & 0o7777);
                 }
-                let owner_change = s.uid.is_some_and(|u| u != at.uid) || s.gid.is_some_and(|g| g != at.gid);
+                let owner_change =
+                    s.uid.is_some_and(|u| u != at.uid) || s.gid.is_some_and(|g| g != at.gid);
                 if let Some(u) = s.uid {
                     at.uid = u;
                 }

@@ -30,7 +30,10 @@ fn check_name(name: &[u8]) -> Result<()> {
         return err(ErrorKind::Invalid, "bad attribute name length");
     }
     if !name.starts_with(b"user.") {
-        return err(ErrorKind::NotSupported, "only user.* attributes are supported");
+        return err(
+            ErrorKind::NotSupported,
+            "only user.* attributes are supported",
+        );
     }
     Ok(())
 }
@@ -44,7 +47,13 @@ fn scope(a: &CircleAccess, ino: InodeId) -> Vec<u8> {
 
 impl Workspace {
     /// Find an attribute: (index, name, value).
-    fn xattr_find(&self, tx: &Tx<'_>, a: &CircleAccess, ino: InodeId, name: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn xattr_find(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        ino: InodeId,
+        name: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let sc = scope(a, ino);
         for (e, k) in a.keys.epochs.iter().rev() {
             let idx = name_index(&k.index, &sc, name)?;
@@ -62,9 +71,17 @@ impl Workspace {
         Ok(None)
     }
 
-    fn xattr_open(&self, a: &CircleAccess, ino: InodeId, e: crate::ids::Epoch, sealed: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    fn xattr_open(
+        &self,
+        a: &CircleAccess,
+        ino: InodeId,
+        e: crate::ids::Epoch,
+        sealed: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let k = a.keys.epoch(e)?;
-        let pt = k.xattr.open(&aad::xattr(a.row.id, ino, e), sealed, "extended attribute")?;
+        let pt = k
+            .xattr
+            .open(&aad::xattr(a.row.id, ino, e), sealed, "extended attribute")?;
         let mut r = Reader::new(&pt);
         let nl = r.u16()? as usize;
         let n = r.bytes(nl)?.to_vec();
@@ -85,7 +102,9 @@ impl Workspace {
             self.check(&a, Op::WriteFiles)?;
             let old = self.xattr_find(tx, &a, ino, name)?;
             match (&old, mode) {
-                (Some(_), XattrMode::Create) => return err(ErrorKind::Conflict, "attribute exists"),
+                (Some(_), XattrMode::Create) => {
+                    return err(ErrorKind::Conflict, "attribute exists");
+                }
                 (None, XattrMode::Replace) => return err(ErrorKind::NoAttr, "no such attribute"),
                 _ => {}
             }
@@ -130,7 +149,10 @@ impl Workspace {
             for (_, e, sealed) in tx.xattr_list(ino)? {
                 let (n, _) = self.xattr_open(&a, ino, e, &sealed)?;
                 if n.contains(&0) {
-                    return Err(Error::new(ErrorKind::Integrity, "attribute name contains NUL"));
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        "attribute name contains NUL",
+                    ));
                 }
                 out.extend_from_slice(&n);
                 out.push(0);
