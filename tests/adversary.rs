@@ -1,0 +1,503 @@
+//! Adversary tests below FUSE (vault::workspace): swapped, flipped and
+//! truncated ciphertext (R1-R3), level enforcement (R7), and the removed
+//! trustee with an offline decryptor (R5).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use circlefs::crypto::Key32;
+use circlefs::crypto::aead::Cipher;
+use circlefs::crypto::subkeys::{Purpose, derive};
+use circlefs::error::ErrorKind;
+use circlefs::format::aad;
+use circlefs::format::block::{BLOCK_SIZE, SLOT, parse_slot};
+use circlefs::ids::{BlockIndex, CircleId, ContentId, Epoch, InodeId, KeyGen};
+use circlefs::vault::workspace::{Caller, NewNode, Workspace};
+use rusqlite::Connection;
+use util::TempStore;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+fn ws(t: &TempStore, user: &str) -> Workspace {
+    let s = Arc::new(t.login(user));
+    Workspace::new(t.vault.clone(), s, false).unwrap()
+}
+
+fn root(w: &Workspace, circle: &str) -> InodeId {
+    w.circles()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name.0 == circle)
+        .unwrap()
+        .root
+}
+
+fn put(w: &Workspace, dir: InodeId, name: &str, data: &[u8]) -> InodeId {
+    let n = w
+        .create_node(dir, name.as_bytes(), 0o644, NewNode::File, ME)
+        .unwrap();
+    w.open(n.ino, true, false).unwrap();
+    assert_eq!(w.write(n.ino, 0, data).unwrap(), data.len());
+    w.release(n.ino).unwrap();
+    n.ino
+}
+
+fn get(w: &Workspace, ino: InodeId) -> Result<Vec<u8>, circlefs::error::Error> {
+    w.open(ino, false, false)?;
+    let size = w.getattr(ino)?.attrs.size;
+    let r = w.read(ino, 0, size as u32);
+    w.release(ino)?;
+    r
+}
+
+fn block_path(t: &TempStore, ino: InodeId) -> std::path::PathBuf {
+    let hex = format!("{:016x}", ino.0);
+    t.store().join("blocks").join(&hex[14..]).join(hex)
+}
+
+fn data(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn setup() -> (TempStore, Workspace, InodeId, InodeId) {
+    let t = TempStore::new();
+    let a = t.user("alice");
+    circlefs::control::execute(
+        &t.vault,
+        &a,
+        &circlefs::control::parse_line("circle create c1").unwrap(),
+    );
+    circlefs::control::execute(
+        &t.vault,
+        &a,
+        &circlefs::control::parse_line("circle create c2").unwrap(),
+    );
+    let w = ws(&t, "alice");
+    let r1 = root(&w, "c1");
+    let r2 = root(&w, "c2");
+    (t, w, r1, r2)
+}
+
+#[test]
+fn swapped_blocks_are_detected() {
+    let (t, w, r1, r2) = setup();
+    let len = 4 * BLOCK_SIZE;
+    let f = put(&w, r1, "f", &data(1, len));
+    let g = put(&w, r1, "g", &data(2, len));
+    let h = put(&w, r2, "h", &data(3, len));
+    let keep = put(&w, r1, "keep", &data(4, len));
+    let swap = |p1: &std::path::Path, i: usize, p2: &std::path::Path, j: usize| {
+        let mut a = std::fs::read(p1).unwrap();
+        let mut b = if p1 == p2 {
+            a.clone()
+        } else {
+            std::fs::read(p2).unwrap()
+        };
+        let sa = a[i * SLOT..(i + 1) * SLOT].to_vec();
+        let sb = b[j * SLOT..(j + 1) * SLOT].to_vec();
+        if p1 == p2 {
+            a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
+            a[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
+            std::fs::write(p1, a).unwrap();
+        } else {
+            a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
+            b[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
+            std::fs::write(p1, a).unwrap();
+            std::fs::write(p2, b).unwrap();
+        }
+    };
+    swap(&block_path(&t, f), 1, &block_path(&t, f), 2);
+    assert_eq!(
+        get(&w, f).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "within a file"
+    );
+    swap(&block_path(&t, g), 0, &block_path(&t, h), 0);
+    assert_eq!(
+        get(&w, g).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "across files"
+    );
+    assert_eq!(
+        get(&w, h).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "across circles"
+    );
+    assert_eq!(
+        get(&w, keep).unwrap(),
+        data(4, len),
+        "untouched file still reads"
+    );
+    // A block that is not swapped still reads through a ranged read.
+    w.open(f, false, false).unwrap();
+    assert_eq!(
+        w.read(f, 0, BLOCK_SIZE as u32).unwrap(),
+        data(1, len)[..BLOCK_SIZE]
+    );
+    w.release(f).unwrap();
+}
+
+#[test]
+fn flipped_bytes_are_errors_never_garbage() {
+    let (t, w, r1, _) = setup();
+    let len = 3 * BLOCK_SIZE + 100;
+    let f = put(&w, r1, "f", &data(9, len));
+    let p = block_path(&t, f);
+    let orig = std::fs::read(&p).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let pos = (x as usize) % orig.len();
+        let mut bad = orig.clone();
+        bad[pos] ^= 1 << (x % 8);
+        std::fs::write(&p, &bad).unwrap();
+        let r = get(&w, f);
+        assert_eq!(r.unwrap_err().kind, ErrorKind::Integrity, "flip at {pos}");
+    }
+    std::fs::write(&p, &orig).unwrap();
+    assert_eq!(get(&w, f).unwrap(), data(9, len));
+    // An all-zero slot is not a hole.
+    let mut z = orig.clone();
+    z[SLOT..2 * SLOT].fill(0);
+    std::fs::write(&p, &z).unwrap();
+    assert_eq!(get(&w, f).unwrap_err().kind, ErrorKind::Integrity);
+    std::fs::write(&p, &orig).unwrap();
+    // Flipped rows: attributes, names, wrapped file keys.
+    let c = Connection::open(t.db()).unwrap();
+    for (table, col, key) in [("inodes", "attrs", "id"), ("file_keys", "wrapped", "ino")] {
+        let v: Vec<u8> = c
+            .query_row(
+                &format!("SELECT {col} FROM {table} WHERE {key} = ?1"),
+                [f.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        for pos in [0, v.len() / 2, v.len() - 1] {
+            let mut b = v.clone();
+            b[pos] ^= 0x40;
+            c.execute(
+                &format!("UPDATE {table} SET {col} = ?1 WHERE {key} = ?2"),
+                rusqlite::params![b, f.0],
+            )
+            .unwrap();
+            let w2 = ws(&t, "alice");
+            assert!(get(&w2, f).is_err(), "{table}.{col} flipped at {pos}");
+        }
+        c.execute(
+            &format!("UPDATE {table} SET {col} = ?1 WHERE {key} = ?2"),
+            rusqlite::params![v, f.0],
+        )
+        .unwrap();
+    }
+    let v: Vec<u8> = c
+        .query_row("SELECT name_ct FROM dirents WHERE ino = ?1", [f.0], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut b = v.clone();
+    b[20] ^= 1;
+    c.execute(
+        "UPDATE dirents SET name_ct = ?1 WHERE ino = ?2",
+        rusqlite::params![b, f.0],
+    )
+    .unwrap();
+    let w2 = ws(&t, "alice");
+    assert_eq!(w2.lookup(r1, b"f").unwrap_err().kind, ErrorKind::Integrity);
+    assert_eq!(w2.readdir(r1).unwrap_err().kind, ErrorKind::Integrity);
+}
+
+#[test]
+fn length_is_authenticated() {
+    let (t, w, r1, _) = setup();
+    let len = 3 * BLOCK_SIZE + BLOCK_SIZE / 2;
+    let f = put(&w, r1, "f", &data(5, len));
+    let p = block_path(&t, f);
+    let orig = std::fs::read(&p).unwrap();
+    assert_eq!(orig.len(), 4 * SLOT);
+    std::fs::write(&p, &orig[..3 * SLOT]).unwrap();
+    assert_eq!(
+        get(&w, f).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "last block deleted"
+    );
+    std::fs::write(&p, &orig[..orig.len() - 1]).unwrap();
+    assert_eq!(
+        get(&w, f).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "one byte cut"
+    );
+    // An appended copy of block 0 is never read as content.
+    let mut longer = orig.clone();
+    longer.extend_from_slice(&orig[..SLOT]);
+    std::fs::write(&p, &longer).unwrap();
+    assert_eq!(get(&w, f).unwrap(), data(5, len));
+    assert_eq!(w.getattr(f).unwrap().attrs.size, len as u64);
+    // An older, shorter record put back: its blocks no longer match (R4 partial).
+    std::fs::write(&p, &orig).unwrap();
+    let c = Connection::open(t.db()).unwrap();
+    let g = put(&w, r1, "g", &data(6, 10));
+    let short: Vec<u8> = c
+        .query_row("SELECT attrs FROM inodes WHERE id = ?1", [g.0], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    c.execute(
+        "UPDATE inodes SET attrs = ?1 WHERE id = ?2",
+        rusqlite::params![short, f.0],
+    )
+    .unwrap();
+    let w2 = ws(&t, "alice");
+    assert!(
+        get(&w2, f).is_err(),
+        "a record moved from another inode does not open"
+    );
+}
+
+#[test]
+fn sparse_holes_are_not_stored_and_read_as_zeros() {
+    let (t, w, r1, _) = setup();
+    let n = w
+        .create_node(r1, b"sparse", 0o644, NewNode::File, ME)
+        .unwrap();
+    w.open(n.ino, true, false).unwrap();
+    let far = 100 * BLOCK_SIZE as u64 + 7;
+    w.write(n.ino, far, b"tail").unwrap();
+    w.write(n.ino, 3, b"head").unwrap();
+    let got = w.read(n.ino, 0, (far + 4) as u32).unwrap();
+    w.release(n.ino).unwrap();
+    assert_eq!(&got[3..7], b"head");
+    assert!(got[7..far as usize].iter().all(|b| *b == 0));
+    assert_eq!(&got[far as usize..], b"tail");
+    let p = block_path(&t, n.ino);
+    let on_disk = std::fs::metadata(&p).unwrap().blocks() * 512;
+    assert!(
+        on_disk < 16 * 4096,
+        "holes are not written ({on_disk} bytes allocated)"
+    );
+}
+
+#[test]
+fn levels_are_enforced_in_the_core() {
+    let t = TempStore::new();
+    let a = t.user("alice");
+    t.user("rita");
+    let ex = |s, l: &str| {
+        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
+            .status
+            .code()
+    };
+    assert_eq!(ex(&a, "circle create c"), 200);
+    assert_eq!(ex(&a, "trustee add c rita --level read"), 200);
+    let wa = ws(&t, "alice");
+    let f = put(&wa, root(&wa, "c"), "f", b"hello");
+    let wr = ws(&t, "rita");
+    let rr = root(&wr, "c");
+    assert_eq!(get(&wr, f).unwrap(), b"hello");
+    let denied = |e: circlefs::error::Error| assert_eq!(e.kind, ErrorKind::Forbidden, "{e}");
+    denied(
+        wr.create_node(rr, b"x", 0o644, NewNode::File, ME)
+            .unwrap_err(),
+    );
+    denied(wr.open(f, true, false).unwrap_err());
+    denied(wr.unlink(rr, b"f", false).unwrap_err());
+    denied(
+        wr.rename(
+            rr,
+            b"f",
+            rr,
+            b"g",
+            circlefs::vault::workspace::RenameMode::Replace,
+        )
+        .unwrap_err(),
+    );
+    denied(
+        wr.setattr(
+            f,
+            &circlefs::vault::workspace::SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+            ME,
+        )
+        .unwrap_err(),
+    );
+    denied(
+        wr.setxattr(
+            f,
+            b"user.x",
+            b"1",
+            circlefs::vault::workspace::XattrMode::Any,
+        )
+        .unwrap_err(),
+    );
+    // Non-members see nothing.
+    let t_other = t.user("max");
+    drop(t_other);
+    let wm = ws(&t, "max");
+    assert!(wm.circles().unwrap().is_empty());
+    assert_eq!(wm.getattr(f).unwrap_err().kind, ErrorKind::Forbidden);
+}
+
+/// Offline decryption of one block with a set of captured circle keys.
+fn offline_block(
+    c: &Connection,
+    keys: &[(CircleId, Epoch, [u8; 32])],
+    circle: CircleId,
+    ino: InodeId,
+    content: ContentId,
+    i: u64,
+    slot: &[u8],
+) -> bool {
+    let (g, sealed) = match parse_slot(slot) {
+        Ok(x) => x,
+        Err(_) => return false,
+    };
+    let Ok((epoch, wrapped)) = c.query_row(
+        "SELECT epoch, wrapped FROM file_keys WHERE ino = ?1 AND keygen = ?2",
+        [ino.0, g.0 as i64],
+        |r| Ok((Epoch(r.get::<_, i64>(0)? as u32), r.get::<_, Vec<u8>>(1)?)),
+    ) else {
+        return false;
+    };
+    for (kc, ke, ck) in keys {
+        if *kc != circle || *ke != epoch {
+            continue;
+        }
+        let wrap = Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::FileKeyWrap).unwrap());
+        let Ok(fk) = wrap.open(
+            &aad::file_key(circle, ino, KeyGen(g.0), epoch),
+            &wrapped,
+            "fk",
+        ) else {
+            continue;
+        };
+        let cipher = Cipher::new(&Key32::from_slice(&fk).unwrap());
+        let mut out = vec![0u8; BLOCK_SIZE];
+        if cipher
+            .open_into(
+                &aad::block(circle, &content, g, BlockIndex(i)),
+                sealed,
+                &mut out,
+                "b",
+            )
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(feature = "test-hooks")]
+#[test]
+fn removed_trustee_offline_decryptor_fails_on_everything_new() {
+    let t = TempStore::new();
+    let a = t.user("alice");
+    t.user("bob");
+    let ex = |s, l: &str| {
+        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
+            .status
+            .code()
+    };
+    assert_eq!(ex(&a, "circle create c"), 200);
+    assert_eq!(ex(&a, "trustee add c bob"), 200);
+    let wa = ws(&t, "alice");
+    let r = root(&wa, "c");
+    let old = put(&wa, r, "old", &data(1, 4 * BLOCK_SIZE));
+    // Bob's mount loads his keys; capture every key he could unwrap.
+    let bob_s = Arc::new(t.login("bob"));
+    let wb = Workspace::new(t.vault.clone(), bob_s.clone(), false).unwrap();
+    assert_eq!(get(&wb, old).unwrap(), data(1, 4 * BLOCK_SIZE));
+    let captured = bob_s.export_keys();
+    assert!(!captured.circles.is_empty());
+    let circle = captured.circles[0].0;
+    assert_eq!(ex(&a, "trustee remove c bob"), 200);
+    // Bob's live view loses the circle.
+    wb.refresh(true).unwrap();
+    assert!(wb.circles().unwrap().is_empty());
+    assert!(get(&wb, old).is_err());
+    // Alice writes a new file and overwrites block 1 of the old one.
+    wa.refresh(true).unwrap();
+    let new = put(&wa, r, "new", &data(2, 3 * BLOCK_SIZE));
+    wa.open(old, true, false).unwrap();
+    wa.write(old, BLOCK_SIZE as u64, &data(3, BLOCK_SIZE))
+        .unwrap();
+    wa.release(old).unwrap();
+    let c = Connection::open(t.db()).unwrap();
+    let content = |ino: InodeId| wa.getattr(ino).unwrap().attrs.content;
+    let slots = |ino: InodeId| std::fs::read(block_path(&t, ino)).unwrap();
+    let keys = &captured.circles;
+    let s_new = slots(new);
+    for i in 0..3 {
+        assert!(
+            !offline_block(
+                &c,
+                keys,
+                circle,
+                new,
+                content(new),
+                i,
+                &s_new[i as usize * SLOT..(i as usize + 1) * SLOT]
+            ),
+            "new file block {i}"
+        );
+    }
+    let s_old = slots(old);
+    let readable: Vec<bool> = (0..4)
+        .map(|i| {
+            offline_block(
+                &c,
+                keys,
+                circle,
+                old,
+                content(old),
+                i,
+                &s_old[i as usize * SLOT..(i as usize + 1) * SLOT],
+            )
+        })
+        .collect();
+    assert_eq!(
+        readable,
+        [true, false, true, true],
+        "only the overwritten block is out of reach; untouched old blocks stay readable (documented)"
+    );
+    // New names are sealed under the new epoch: none opens with captured keys.
+    let names: Vec<(i64, i64, Vec<u8>)> = c
+        .prepare("SELECT parent, epoch, name_ct FROM dirents WHERE ino = ?1")
+        .unwrap()
+        .query_map([new.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect();
+    assert_eq!(names.len(), 1);
+    for (parent, epoch, ct) in &names {
+        assert_eq!(*epoch, 2);
+        for (_, ke, ck) in keys {
+            let nk = Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::Name).unwrap());
+            assert!(
+                nk.open(&aad::dirent_name(circle, InodeId(*parent), *ke), ct, "n")
+                    .is_err()
+            );
+            assert!(
+                nk.open(
+                    &aad::dirent_name(circle, InodeId(*parent), Epoch(2)),
+                    ct,
+                    "n"
+                )
+                .is_err()
+            );
+        }
+    }
+    // Alice still reads everything.
+    assert_eq!(get(&wa, new).unwrap(), data(2, 3 * BLOCK_SIZE));
+    let mut expect = data(1, 4 * BLOCK_SIZE);
+    expect[BLOCK_SIZE..2 * BLOCK_SIZE].copy_from_slice(&data(3, BLOCK_SIZE));
+    assert_eq!(get(&wa, old).unwrap(), expect);
+}
