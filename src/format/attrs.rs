@@ -36,7 +36,7 @@ impl Kind {
 }
 
 /// Seconds and nanoseconds since the epoch.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
 pub struct Time {
     /// Seconds (may be negative).
     pub sec: i64,

@@ -495,15 +495,12 @@ impl Filesystem for CircleFs {
         let Some(i) = store_ino(ino) else {
             return reply.error(Errno::EISDIR);
         };
-        let offset = if append {
-            match self.ws.getattr(i) {
-                Ok(n) => n.attrs.size,
-                Err(e) => return reply.error(errno(&e)),
-            }
+        let r = if append {
+            self.ws.append(i, data)
         } else {
-            offset
+            self.ws.write(i, offset, data)
         };
-        match self.ws.write(i, offset, data) {
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
@@ -782,18 +779,27 @@ impl Filesystem for CircleFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = self
-            .create_in(
-                req,
-                parent,
-                name,
-                libc::S_IFREG | (mode & 0o7777 & !umask),
-                NewNode::File,
-            )
-            .and_then(|n| {
+        let mode = libc::S_IFREG | (mode & 0o7777 & !umask);
+        let r = match self.create_in(req, parent, name, mode, NewNode::File) {
+            // Another mount created it between the kernel's lookup and now:
+            // without O_EXCL that is a plain open of the existing file.
+            Err(e) if e.kind == ErrorKind::Conflict && flags & libc::O_EXCL == 0 => {
+                store_ino(parent)
+                    .ok_or(e)
+                    .and_then(|p| self.ws.lookup(p, name.as_bytes()))
+                    .and_then(|n| {
+                        if n.attrs.kind == Kind::Dir {
+                            return Err(Error::new(ErrorKind::IsDir, "is a directory"));
+                        }
+                        self.ws.open(n.ino, true, flags & libc::O_TRUNC != 0)?;
+                        self.ws.getattr(n.ino)
+                    })
+            }
+            other => other.and_then(|n| {
                 self.ws.open(n.ino, true, false)?;
                 Ok(n)
-            });
+            }),
+        };
         match r {
             Ok(n) => {
                 let fh = self.add_handle(Handle::File {

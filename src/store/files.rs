@@ -18,6 +18,8 @@ pub struct InodeRow {
     pub epoch: Epoch,
     /// Sealed attribute record.
     pub attrs: Vec<u8>,
+    /// Change counter of the record.
+    pub seq: i64,
 }
 
 /// An xattr row: (name index, epoch, sealed name and value).
@@ -49,6 +51,7 @@ fn inode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InodeRow> {
         kind: r.get::<_, i64>(2)?.clamp(0, 255) as u8,
         epoch: epoch(r.get(3)?),
         attrs: r.get(4)?,
+        seq: r.get(5)?,
     })
 }
 
@@ -73,19 +76,35 @@ impl Tx<'_> {
         Ok(InodeId(self.c.last_insert_rowid()))
     }
 
-    /// Replace an inode's sealed record.
-    pub fn inode_update(&self, ino: InodeId, epoch: Epoch, attrs: &[u8]) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached("UPDATE inodes SET epoch = ?2, attrs = ?3 WHERE id = ?1")?
-            .execute(params![ino.0, epoch.0, attrs])?;
-        Ok(())
+    /// Replace an inode's sealed record; returns its new change counter.
+    pub fn inode_update(
+        &self,
+        ino: InodeId,
+        epoch: Epoch,
+        attrs: &[u8],
+    ) -> Result<i64, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("UPDATE inodes SET epoch = ?2, attrs = ?3, seq = seq + 1 WHERE id = ?1 RETURNING seq")?
+            .query_row(params![ino.0, epoch.0, attrs], |r| r.get(0))?)
+    }
+
+    /// An inode's change counter (None when the inode is gone).
+    pub fn inode_seq(&self, ino: InodeId) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("SELECT seq FROM inodes WHERE id = ?1")?
+            .query_row([ino.0], |r| r.get(0))
+            .optional()?)
     }
 
     /// An inode row.
     pub fn inode_get(&self, ino: InodeId) -> Result<Option<InodeRow>, StoreError> {
         Ok(self
             .c
-            .prepare_cached("SELECT id, circle_id, kind, epoch, attrs FROM inodes WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT id, circle_id, kind, epoch, attrs, seq FROM inodes WHERE id = ?1",
+            )?
             .query_row([ino.0], inode_row)
             .optional()?)
     }

@@ -90,4 +90,7 @@ CREATE TABLE changes (
     at        INTEGER NOT NULL
 );
 "#,
+    // 2: a per-inode change counter, so several mounts of one store notice
+    // each other's record updates (close-to-open consistency).
+    "ALTER TABLE inodes ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
 ];

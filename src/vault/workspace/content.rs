@@ -28,6 +28,8 @@ pub struct OpenFile {
     unlinked: bool,
     file: Option<File>,
     ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
+    /// Change counter of the record this state was loaded from or last wrote.
+    seq: i64,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -58,6 +60,63 @@ impl Workspace {
             st.access = cur;
         }
         self.check(&st.access, op)
+    }
+
+    /// Reload the record when another mount changed it since we loaded or
+    /// wrote it. Our unsaved changes are only times (every size, extent or
+    /// key-generation change is saved at once), which are kept if newer.
+    fn sync_record(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
+        let Some(seq) = self.vault.store().read(|tx| tx.inode_seq(ino))? else {
+            return Ok(());
+        };
+        if seq == st.seq {
+            return Ok(());
+        }
+        let row = self
+            .vault
+            .store()
+            .read(|tx| tx.inode_get(ino))?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+        let mut fresh = st.access.keys.open_attrs(&row)?;
+        if st.dirty {
+            fresh.mtime = fresh.mtime.max(st.attrs.mtime);
+            fresh.ctime = fresh.ctime.max(st.attrs.ctime);
+        }
+        st.attrs = fresh;
+        st.seq = row.seq;
+        Ok(())
+    }
+
+    /// Save the record now.
+    fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
+        let attrs = st.attrs.clone();
+        let access = st.access.clone();
+        st.seq = self
+            .vault
+            .store()
+            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        st.dirty = false;
+        Ok(())
+    }
+
+    /// Exclusive lock on the block file across processes (several mounts of
+    /// one store), held for one read-modify-write and its record update.
+    fn cross_lock(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+    ) -> Result<Option<nix::fcntl::Flock<File>>> {
+        let Some(f) = self.block_file(ino, st, true)? else {
+            return Ok(None);
+        };
+        let dup = f.try_clone()?;
+        match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(g) => Ok(Some(g)),
+            Err((_, e)) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("lock block file: {e}"),
+            )),
+        }
     }
 
     pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
@@ -106,7 +165,8 @@ impl Workspace {
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
             let mut attrs = a.keys.open_attrs(&row)?;
             f(&mut attrs)?;
-            Self::save_attrs(tx, a, ino, &attrs)
+            Self::save_attrs(tx, a, ino, &attrs)?;
+            Ok(())
         })
     }
 
@@ -116,6 +176,8 @@ impl Workspace {
         {
             let mut st = lock(&of)?;
             self.recheck(&mut st, if write { Op::WriteFiles } else { Op::ReadFiles })?;
+            // Close-to-open: see what other mounts committed.
+            self.sync_record(ino, &mut st)?;
             st.opens += 1;
         }
         if truncate && write {
@@ -128,9 +190,9 @@ impl Workspace {
         if let Some(f) = lock(&self.open)?.get(&ino) {
             return Ok(f.clone());
         }
-        let (attrs, access) = self.vault.store().read(|tx| {
+        let (attrs, access, seq) = self.vault.store().read(|tx| {
             let (row, a) = self.row(tx, ino)?;
-            Ok::<_, Error>((a.keys.open_attrs(&row)?, a))
+            Ok::<_, Error>((a.keys.open_attrs(&row)?, a, row.seq))
         })?;
         let mut map = lock(&self.open)?;
         let of = map
@@ -144,6 +206,7 @@ impl Workspace {
                     unlinked: false,
                     file: None,
                     ciphers: HashMap::new(),
+                    seq,
                 }))
             })
             .clone();
@@ -385,19 +448,38 @@ impl Workspace {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_at(ino, Some(offset), data)
+    }
+
+    /// Append `data` at the end of the file as it is when the write runs
+    /// (atomic across handles and mounts: O_APPEND).
+    pub fn append(&self, ino: InodeId, data: &[u8]) -> Result<usize> {
+        self.write_at(ino, None, data)
+    }
+
+    fn write_at(&self, ino: InodeId, at: Option<u64>, data: &[u8]) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|e| *e <= MAX_FILE_SIZE)
-            .ok_or_else(|| Error::new(ErrorKind::TooBig, "file too large"))?;
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
         self.recheck(&mut st, Op::WriteFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
+        let _guard = self.cross_lock(ino, &mut st)?;
+        self.sync_record(ino, &mut st)?;
+        let offset = at.unwrap_or(st.attrs.size);
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::new(ErrorKind::TooBig, "file too large"))?;
+        let before = (
+            st.attrs.size,
+            st.attrs.extents.0.len(),
+            st.attrs.extents.0.last().copied(),
+            st.attrs.keygen,
+        );
         let g = self.ensure_write_key(ino, &mut st)?;
         let bs = BLOCK_SIZE as u64;
         let first = offset / bs;
@@ -467,9 +549,18 @@ impl Workspace {
         st.attrs.size = st.attrs.size.max(end);
         st.attrs.mtime = now;
         st.attrs.ctime = now;
-        // Writing by a non-owner would clear setuid; the kernel asks for that
-        // through setattr, so nothing to do here.
         st.dirty = true;
+        // Size, extents and key generation are saved at once (other mounts
+        // and crash recovery see them); times wait for flush.
+        let after = (
+            st.attrs.size,
+            st.attrs.extents.0.len(),
+            st.attrs.extents.0.last().copied(),
+            st.attrs.keygen,
+        );
+        if before != after {
+            self.persist(ino, &mut st)?;
+        }
         Ok(data.len())
     }
 
@@ -487,6 +578,8 @@ impl Workspace {
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::Invalid, "not a regular file");
         }
+        let _guard = self.cross_lock(ino, &mut st)?;
+        self.sync_record(ino, &mut st)?;
         let old = st.attrs.size;
         let mut cut = None;
         if size < old {
@@ -566,9 +659,13 @@ impl Workspace {
         let mut st = lock(&of)?;
         self.recheck(&mut st, Op::WriteFiles)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
-            st.attrs.size = end;
-            st.attrs.ctime = Time::now();
-            st.dirty = true;
+            let _guard = self.cross_lock(ino, &mut st)?;
+            self.sync_record(ino, &mut st)?;
+            if end > st.attrs.size {
+                st.attrs.size = end;
+                st.attrs.ctime = Time::now();
+                self.persist(ino, &mut st)?;
+            }
         }
         Ok(())
     }

@@ -303,10 +303,9 @@ impl Workspace {
     }
 
     /// Save an inode's attributes (sealed under the current epoch).
-    fn save_attrs(tx: &Tx<'_>, a: &CircleAccess, ino: InodeId, attrs: &Attrs) -> Result<()> {
+    fn save_attrs(tx: &Tx<'_>, a: &CircleAccess, ino: InodeId, attrs: &Attrs) -> Result<i64> {
         let (e, sealed) = a.keys.seal_attrs(ino, attrs)?;
-        tx.inode_update(ino, e, &sealed)?;
-        Ok(())
+        Ok(tx.inode_update(ino, e, &sealed)?)
     }
 
     /// The circle an inode belongs to, with the session's level (for the
