@@ -186,3 +186,25 @@ pub fn serve(
     }
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("FUSE session: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harden_makes_the_process_undumpable() {
+        harden();
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
+        let (soft, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE).unwrap();
+        assert_eq!((soft, hard), (0, 0));
+    }
+
+    #[test]
+    fn mount_options_parse() {
+        let o = MountOptions::parse(&["ro,allow_other".into(), "threads=4".into()]).unwrap();
+        assert!(o.read_only && o.allow_other && o.threads == 4);
+        assert!(MountOptions::parse(&["bogus".into()]).is_err());
+        assert!(MountOptions::parse(&["threads=0".into()]).is_err());
+    }
+}

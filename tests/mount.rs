@@ -1,0 +1,736 @@
+//! Real FUSE mounts: POSIX behaviour, control file, trust levels, real
+//! programs, tamper detection, marker scan, crash recovery, mount refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use util::{Mount, TempStore, bin, fuse_available, scan, stdout};
+
+fn setup(circle: &str) -> (TempStore, Mount) {
+    let t = TempStore::new();
+    let o = t.admin_cli("admin", &["circle", "create", circle]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let m = Mount::new(
+        &t.store(),
+        &t.dir.path().join("mnt"),
+        "admin",
+        &t.pwfile("admin"),
+        &[],
+    );
+    (t, m)
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn posix_operations() {
+    if !fuse_available() {
+        return;
+    }
+    let (_t, m) = setup("c");
+    let d = m.path("c");
+    // Random-offset writes against a model, across block boundaries and far holes.
+    let p = d.join("model");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let mut model = vec![0u8; 0];
+    let bs = circlefs::format::block::BLOCK_SIZE;
+    for (k, (off, len)) in [
+        (0, 10),
+        (bs - 3, 7),
+        (bs * 2 - 1, bs + 2),
+        (5, 3),
+        (bs * 40 + 11, 100),
+        (bs * 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let data = pattern(k as u32 + 1, *len);
+        f.seek(SeekFrom::Start(*off as u64)).unwrap();
+        f.write_all(&data).unwrap();
+        if model.len() < off + len {
+            model.resize(off + len, 0);
+        }
+        model[*off..off + len].copy_from_slice(&data);
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs::read(&p).unwrap(), model);
+    // Truncate shrink and grow: the grown part reads as zeros.
+    let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(bs as u64 + 5).unwrap();
+    f.set_len(3 * bs as u64).unwrap();
+    drop(f);
+    let got = fs::read(&p).unwrap();
+    assert_eq!(&got[..bs + 5], &model[..bs + 5]);
+    assert!(got[bs + 5..].iter().all(|b| *b == 0));
+    // O_EXCL, O_TRUNC, O_APPEND.
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().write(true).create_new(true).open(&p)),
+        libc::EEXIST
+    );
+    fs::write(&p, b"short").unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"short");
+    let mut a = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    a.write_all(b"+tail").unwrap();
+    drop(a);
+    assert_eq!(fs::read(&p).unwrap(), b"short+tail");
+    // chmod, chown, utimes.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
+    std::os::unix::fs::chown(&p, Some(1234), Some(4321)).unwrap();
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 4321));
+    let ts = nix::sys::time::TimeSpec::new(1_000_000, 5);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &p,
+        &ts,
+        &nix::sys::time::TimeSpec::UTIME_OMIT,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!((md.atime(), md.atime_nsec()), (1_000_000, 5));
+    assert_ne!(md.mtime(), 1_000_000);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &p,
+        &nix::sys::time::TimeSpec::UTIME_OMIT,
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+    assert!(fs::metadata(&p).unwrap().mtime() > 1_000_000);
+    // Directories.
+    fs::create_dir(d.join("sub")).unwrap();
+    fs::write(d.join("sub/x"), b"x").unwrap();
+    assert_eq!(errno_of(fs::remove_dir(d.join("sub"))), libc::ENOTEMPTY);
+    assert_eq!(fs::metadata(&d).unwrap().nlink(), 3);
+    let mut names: Vec<_> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["model", "sub"]);
+    // Unlink while open: readable until close.
+    let q = d.join("open-unlinked");
+    fs::write(&q, b"still here").unwrap();
+    let mut h = fs::File::open(&q).unwrap();
+    fs::remove_file(&q).unwrap();
+    assert!(!q.exists());
+    let mut s = String::new();
+    h.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here");
+    drop(h);
+    // Rename: replace, NOREPLACE, EXCHANGE.
+    fs::write(d.join("r1"), b"one").unwrap();
+    fs::write(d.join("r2"), b"two").unwrap();
+    let noreplace = nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &d.join("r1"),
+        nix::fcntl::AT_FDCWD,
+        &d.join("r2"),
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
+    assert_eq!(noreplace, Err(nix::errno::Errno::EEXIST));
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &d.join("r1"),
+        nix::fcntl::AT_FDCWD,
+        &d.join("r2"),
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            fs::read(d.join("r1")).unwrap(),
+            fs::read(d.join("r2")).unwrap()
+        ),
+        (b"two".to_vec(), b"one".to_vec())
+    );
+    fs::rename(d.join("r1"), d.join("r2")).unwrap();
+    assert_eq!(fs::read(d.join("r2")).unwrap(), b"two");
+    fs::rename(d.join("r2"), d.join("sub/moved")).unwrap();
+    assert_eq!(fs::read(d.join("sub/moved")).unwrap(), b"two");
+    // Symlinks and hard links.
+    std::os::unix::fs::symlink("sub/moved", d.join("ln")).unwrap();
+    assert_eq!(
+        fs::read_link(d.join("ln")).unwrap(),
+        PathBuf::from("sub/moved")
+    );
+    assert_eq!(fs::read(d.join("ln")).unwrap(), b"two");
+    fs::hard_link(d.join("sub/moved"), d.join("hard")).unwrap();
+    assert_eq!(fs::metadata(d.join("hard")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(d.join("hard")).unwrap().ino(),
+        fs::metadata(d.join("sub/moved")).unwrap().ino()
+    );
+    // Names: 255 bytes ok, 256 too long, arbitrary bytes.
+    let long = "n".repeat(255);
+    fs::write(d.join(&long), b"l").unwrap();
+    assert_eq!(
+        errno_of(fs::write(d.join("n".repeat(256)), b"l")),
+        libc::ENAMETOOLONG
+    );
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"\xff\xfe bytes \x01");
+    fs::write(d.join(odd), b"odd").unwrap();
+    assert_eq!(fs::read(d.join(odd)).unwrap(), b"odd");
+    // statfs, fallocate, xattrs, mmap.
+    let st = nix::sys::statvfs::statvfs(&d).unwrap();
+    assert!(st.blocks() > 0 && st.name_max() == 255);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(d.join("mm"))
+        .unwrap();
+    nix::fcntl::posix_fallocate(&f, 0, 3 * 4096).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 3 * 4096);
+    drop(f);
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import mmap,sys,os\nf=open(sys.argv[1],'r+b')\nm=mmap.mmap(f.fileno(),0)\nm[4000:4010]=b'0123456789'\nm.flush()\nm.close()\nf.close()\nprint(open(sys.argv[1],'rb').read()[3998:4012])\nos.setxattr(sys.argv[1],'user.k',b'v')\nprint(os.getxattr(sys.argv[1],'user.k'))",
+        )
+        .arg(d.join("mm"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "b'\\x00\\x000123456789\\x00\\x00'\nb'v'\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Top-level entries are only created through circle commands.
+    assert_eq!(errno_of(fs::create_dir(m.path("newcircle"))), libc::EPERM);
+    assert_eq!(errno_of(fs::write(m.path("file"), b"x")), libc::EPERM);
+    assert_eq!(errno_of(fs::remove_dir(m.path("c"))), libc::EPERM);
+}
+
+#[test]
+fn control_file() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, m) = setup("c");
+    let ctl = m.path(".circlefs/control");
+    assert_eq!(fs::metadata(&ctl).unwrap().mode() & 0o777, 0o600);
+    let out = sh(
+        m.mp.as_path(),
+        "echo 'circle create x' > .circlefs/control; cat .circlefs/control",
+    );
+    assert!(out.starts_with("200 OK: circle x created"), "{out}");
+    assert!(
+        m.path("x").is_dir(),
+        "a circle created through the control file appears at once"
+    );
+    let out = sh(
+        m.mp.as_path(),
+        "echo 'circle frob' > .circlefs/control; cat .circlefs/control",
+    );
+    assert!(out.starts_with("400 "), "{out}");
+    let long = format!("circle create {}", "y".repeat(5000));
+    let out = sh(
+        m.mp.as_path(),
+        &format!("echo '{long}' > .circlefs/control; cat .circlefs/control"),
+    );
+    assert!(out.starts_with("400 "), "{out}");
+    // Two handles, each reads its own responses.
+    let mut h1 = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ctl)
+        .unwrap();
+    let mut h2 = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ctl)
+        .unwrap();
+    h1.write_all(b"circle list\n").unwrap();
+    h2.write_all(b"user info nosuch\n").unwrap();
+    let mut r1 = String::new();
+    let mut r2 = String::new();
+    h1.seek(SeekFrom::Start(0)).unwrap();
+    h2.seek(SeekFrom::Start(0)).unwrap();
+    h1.read_to_string(&mut r1).unwrap();
+    h2.read_to_string(&mut r2).unwrap();
+    assert!(
+        r1.starts_with("200 OK: 2 circles") && !r1.contains("404"),
+        "{r1}"
+    );
+    assert!(r2.starts_with("404 ") && !r2.contains("circles"), "{r2}");
+    // circlefs control.
+    let o = bin()
+        .arg("control")
+        .arg(&m.mp)
+        .args(["circle", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && stdout(&o).contains("x admin"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bin()
+        .arg("control")
+        .arg(&m.mp)
+        .args(["trustee", "add", "nosuch", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(44), "{}", stdout(&o));
+    let o = bin()
+        .arg("control")
+        .arg(&m.mp)
+        .args(["--json", "circle", "info", "x"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["code"], 200);
+    assert_eq!(v["data"]["trustees"][0]["name"], "admin");
+    let mut c = bin()
+        .arg("control")
+        .arg(&m.mp)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"circle create z\ncircle info z\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(
+        text.contains("200 OK: circle z created") && text.contains("trustee: admin admin"),
+        "{text}"
+    );
+    // A read trustee cannot manage through the control file, nor write.
+    assert!(
+        t.admin_cli(
+            "admin",
+            &[
+                "user",
+                "create",
+                "rita",
+                "--new-passphrase-file",
+                t.pwfile("admin").to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+    fs::copy(t.pwfile("admin"), t.pwfile("rita")).unwrap();
+    assert!(
+        stdout(&t.admin_cli("admin", &["trustee", "add", "c", "rita", "--level", "read"]))
+            .starts_with("200")
+    );
+    fs::write(m.path("c/doc"), b"shared").unwrap();
+    let r = Mount::new(
+        &t.store(),
+        &t.dir.path().join("rita"),
+        "rita",
+        &t.pwfile("rita"),
+        &[],
+    );
+    assert_eq!(fs::read(r.path("c/doc")).unwrap(), b"shared");
+    let out = sh(
+        r.mp.as_path(),
+        "echo 'trustee add c admin' > .circlefs/control; cat .circlefs/control",
+    );
+    assert!(out.starts_with("403 ") || out.starts_with("409 "), "{out}");
+    assert_eq!(errno_of(fs::write(r.path("c/doc"), b"x")), libc::EACCES);
+    assert_eq!(errno_of(fs::write(r.path("c/new"), b"x")), libc::EACCES);
+    assert_eq!(errno_of(fs::remove_file(r.path("c/doc"))), libc::EACCES);
+    assert_eq!(
+        errno_of(fs::rename(r.path("c/doc"), r.path("c/doc2"))),
+        libc::EACCES
+    );
+    assert_eq!(fs::read(m.path("c/doc")).unwrap(), b"shared");
+    // Removal reaches the running mount within a second.
+    assert!(stdout(&t.admin_cli("admin", &["trustee", "remove", "c", "rita"])).starts_with("200"));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(!r.path("c").exists(), "revoked circle disappears");
+}
+
+#[test]
+fn real_programs() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, m) = setup("w");
+    let d = m.path("w");
+    // git: a few thousand files, commit, fsck, clean status.
+    if util::which("git") {
+        let out = sh(
+            &d,
+            "mkdir repo && cd repo && git init -q && for i in $(seq 1 60); do mkdir d$i; for j in $(seq 1 40); do echo \"file $i $j\" > d$i/f$j.txt; done; done \
+             && git add -A && git -c user.email=t@t -c user.name=t commit -qm init && git fsck --strict 2>&1 && git status --porcelain | wc -l && git ls-files | wc -l",
+        );
+        let nums: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(&nums[nums.len() - 2..], ["0", "2400"], "{out}");
+    }
+    // sqlite3: 100k rows and an integrity check.
+    if util::which("sqlite3") {
+        let out = sh(
+            &d,
+            "sqlite3 db.sqlite 'CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) INSERT INTO t SELECT x, hex(randomblob(16)) FROM c;' \
+             && sqlite3 db.sqlite 'PRAGMA integrity_check; SELECT count(*) FROM t;'",
+        );
+        assert_eq!(out, "ok\n100000\n");
+    }
+    // tar x of a real tree, then diff -r against the source.
+    let src = t.dir.path().join("src-tree");
+    fs::create_dir_all(&src).unwrap();
+    sh(
+        &src,
+        &format!(
+            "cp -r {}/src . && cp -r /usr/share/doc/git . 2>/dev/null || true; ln -s src/lib.rs link",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    );
+    let tarball = t.dir.path().join("tree.tar");
+    sh(&src, &format!("tar cf {} .", tarball.display()));
+    sh(
+        &d,
+        &format!(
+            "mkdir x && cd x && tar xf {} && diff -r --no-dereference {} .",
+            tarball.display(),
+            src.display()
+        ),
+    );
+    // rsync in and out.
+    if util::which("rsync") {
+        let back = t.dir.path().join("back");
+        sh(
+            &d,
+            &format!(
+                "rsync -a {}/ in/ && rsync -a in/ {}/ && diff -r --no-dereference {} {}",
+                src.display(),
+                back.display(),
+                src.display(),
+                back.display()
+            ),
+        );
+    }
+    // Editor-style atomic save.
+    fs::write(d.join("doc.txt"), b"old version").unwrap();
+    sh(
+        &d,
+        "printf 'new version' > .doc.txt.swp && python3 -c \"import os;f=os.open('.doc.txt.swp',os.O_RDONLY);os.fsync(f)\" && mv .doc.txt.swp doc.txt",
+    );
+    assert_eq!(fs::read(d.join("doc.txt")).unwrap(), b"new version");
+}
+
+#[test]
+fn tampering_through_the_mount_gives_eio() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, m) = setup("c");
+    let size = 5 * circlefs::format::block::BLOCK_SIZE;
+    for n in ["a", "b", "c", "d", "e", "f", "ok"] {
+        fs::write(
+            m.path(&format!("c/{n}")),
+            pattern(n.as_bytes()[0] as u32, size),
+        )
+        .unwrap();
+    }
+    let ino = |n: &str| {
+        fs::metadata(m.path(&format!("c/{n}"))).unwrap().ino() - circlefs::fusefs::attr::INO_OFFSET
+    };
+    let inos: Vec<(String, u64)> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|n| (n.to_string(), ino(n)))
+        .collect();
+    m.unmount();
+    let slot = circlefs::format::block::SLOT;
+    let bp = |i: u64| {
+        let hex = format!("{i:016x}");
+        t.store().join("blocks").join(&hex[14..]).join(hex)
+    };
+    let path = |n: &str| bp(inos.iter().find(|(x, _)| x == n).unwrap().1);
+    // a: flipped byte; b: two slots swapped; c/d: first slots swapped across files;
+    // e: truncated by one slot; f: wrapped file key swapped with c's.
+    let mut v = fs::read(path("a")).unwrap();
+    v[slot + 100] ^= 1;
+    fs::write(path("a"), v).unwrap();
+    let mut v = fs::read(path("b")).unwrap();
+    let s0 = v[..slot].to_vec();
+    let s1 = v[slot..2 * slot].to_vec();
+    v[..slot].copy_from_slice(&s1);
+    v[slot..2 * slot].copy_from_slice(&s0);
+    fs::write(path("b"), v).unwrap();
+    let mut vc = fs::read(path("c")).unwrap();
+    let mut vd = fs::read(path("d")).unwrap();
+    let tmp = vc[..slot].to_vec();
+    vc[..slot].copy_from_slice(&vd[..slot]);
+    vd[..slot].copy_from_slice(&tmp);
+    fs::write(path("c"), vc).unwrap();
+    fs::write(path("d"), vd).unwrap();
+    let ve = fs::read(path("e")).unwrap();
+    fs::write(path("e"), &ve[..ve.len() - slot]).unwrap();
+    let db = rusqlite::Connection::open(t.db()).unwrap();
+    let ic = inos.iter().find(|(x, _)| x == "c").unwrap().1 as i64;
+    let ifl = inos.iter().find(|(x, _)| x == "f").unwrap().1 as i64;
+    let wc: Vec<u8> = db
+        .query_row("SELECT wrapped FROM file_keys WHERE ino = ?1", [ic], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    db.execute(
+        "UPDATE file_keys SET wrapped = ?1 WHERE ino = ?2",
+        rusqlite::params![wc, ifl],
+    )
+    .unwrap();
+    drop(db);
+    let m = Mount::new(&t.store(), &m.mp, "admin", &t.pwfile("admin"), &[]);
+    for n in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            errno_of(fs::read(m.path(&format!("c/{n}")))),
+            libc::EIO,
+            "{n}"
+        );
+    }
+    assert_eq!(
+        fs::read(m.path("c/ok")).unwrap(),
+        pattern(b'o' as u32, size),
+        "untouched file still reads"
+    );
+}
+
+#[test]
+fn nothing_in_clear_in_the_store() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TempStore::new();
+    let circle = "MARKER-CIRCLE-c3d4";
+    assert!(
+        t.admin_cli("admin", &["circle", "create", circle])
+            .status
+            .success()
+    );
+    let m = Mount::new(
+        &t.store(),
+        &t.dir.path().join("mnt"),
+        "admin",
+        &t.pwfile("admin"),
+        &[],
+    );
+    let d = m.path(circle);
+    fs::create_dir(d.join("MARKER-DIR-11aa")).unwrap();
+    fs::write(
+        d.join("MARKER-DIR-11aa/MARKER-NAME-7f3a91"),
+        "MARKER-DATA-5e6f ".repeat(1000),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("MARKER-TARGET-9b8c", d.join("link")).unwrap();
+    fs::write(d.join("one"), b"1").unwrap();
+    fs::write(
+        d.join("almost"),
+        vec![7u8; circlefs::format::block::BLOCK_SIZE - 1],
+    )
+    .unwrap();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys; os.setxattr(sys.argv[1], 'user.MARKER-XNAME-1', b'MARKER-XVAL-2')")
+        .arg(d.join("one"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let i1 = fs::metadata(d.join("one")).unwrap().ino() - circlefs::fusefs::attr::INO_OFFSET;
+    let i2 = fs::metadata(d.join("almost")).unwrap().ino() - circlefs::fusefs::attr::INO_OFFSET;
+    fs::write(d.join("deleted"), "MARKER-GONE-0d0d ".repeat(100)).unwrap();
+    fs::remove_file(d.join("deleted")).unwrap();
+    m.unmount();
+    for marker in [
+        "MARKER-CIRCLE-c3d4",
+        "MARKER-DIR-11aa",
+        "MARKER-NAME-7f3a91",
+        "MARKER-DATA-5e6f",
+        "MARKER-TARGET-9b8c",
+        "MARKER-XNAME-1",
+        "MARKER-XVAL-2",
+        "MARKER-GONE-0d0d",
+        "admin-pw",
+    ] {
+        assert!(
+            scan(&t.store(), marker.as_bytes()).is_empty(),
+            "{marker} found in the store"
+        );
+    }
+    let size = |i: u64| {
+        let hex = format!("{i:016x}");
+        fs::metadata(t.store().join("blocks").join(&hex[14..]).join(hex))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        size(i1),
+        size(i2),
+        "1 byte and BLOCK_SIZE-1 bytes have the same footprint"
+    );
+}
+
+#[test]
+fn crash_loses_nothing_fsynced() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, m) = setup("c");
+    let pid = m.daemon_pid().expect("daemon pid");
+    // RLIMIT_CORE=0 is visible from outside; PR_SET_DUMPABLE is checked by a unit test of daemon::harden.
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    let p = m.path("c/log");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    let mut synced = 0;
+    for i in 0..400 {
+        f.write_all(format!("record {i:05} {}\n", "x".repeat(i % 50)).as_bytes())
+            .unwrap();
+        if i % 4 == 3 {
+            f.sync_all().unwrap();
+            synced = i + 1;
+        }
+    }
+    // Unsynced writes in flight, then kill -9.
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+            for _ in 0..2000 {
+                if f.write_all(&[b'z'; 3000]).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    let _ = writer.join();
+    drop(f);
+    m.unmount();
+    let m2 = Mount::new(
+        &t.store(),
+        &t.dir.path().join("mnt2"),
+        "admin",
+        &t.pwfile("admin"),
+        &[],
+    );
+    let data = fs::read(m2.path("c/log")).expect("file reads after the crash (no EIO)");
+    let text = String::from_utf8_lossy(&data);
+    for i in 0..synced {
+        assert!(
+            text.contains(&format!("record {i:05} ")),
+            "fsynced record {i} lost"
+        );
+    }
+}
+
+#[test]
+fn mount_refusals() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TempStore::new();
+    let mp = t.dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let bad = t.dir.path().join("bad.pw");
+    fs::write(&bad, "wrong\n").unwrap();
+    let o = bin()
+        .arg("mount")
+        .arg(t.store())
+        .arg(&mp)
+        .args(["--user", "admin", "--passphrase-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(41), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("401 "));
+    assert!(!util::is_mounted(&mp));
+    fs::set_permissions(t.store(), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = bin()
+        .arg("mount")
+        .arg(t.store())
+        .arg(&mp)
+        .args(["--user", "admin", "--passphrase-file"])
+        .arg(t.pwfile("admin"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("chmod 700"), "{}", stdout(&o));
+    fs::set_permissions(t.store(), fs::Permissions::from_mode(0o700)).unwrap();
+    let o = bin()
+        .arg("mount")
+        .arg(t.store())
+        .arg(t.dir.path())
+        .args(["--user", "admin", "--passphrase-file"])
+        .arg(t.pwfile("admin"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("inside the mount point"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!util::is_mounted(t.dir.path()));
+}
