@@ -72,6 +72,7 @@ fn posix_operations() {
     let p = d.join("model");
     let mut f = fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(&p)
