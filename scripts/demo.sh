@@ -62,6 +62,14 @@ for m in "SECRET-DEMO-CONTENT" "plan.txt" "Team Docs" "reports" "alice-demo-pass
   if grep -rqa -- "$m" "$S"; then echo "FOUND plaintext '$m' in the store"; exit 1; else echo "not in the store: '$m'"; fi
 done
 
+echo; echo "==> alice removes bob: a new key epoch; bob's running mount loses the circle"
+run "$BIN" control "$D/alice" trustee remove "Team Docs" bob
+sleep 1
+run ls -la "$D/bob"
+echo "After the removal" > "$D/alice/Team Docs/after-removal.txt"
+echo "(alice wrote after-removal.txt under the new epoch; no key bob ever held opens it)"
+run "$BIN" control "$D/alice" circle info "Team Docs"
+
 echo; echo "==> done. The mounts stay up:"
 echo "    alice: $D/alice    bob: $D/bob"
 echo "Unmount with:  $BIN umount $D/alice; $BIN umount $D/bob"
