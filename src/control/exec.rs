@@ -241,7 +241,46 @@ fn run(v: &Vault, s: &Session, cmd: &Command) -> Result<Response> {
                 members.len()
             )))
         }
-        Command::CircleRekey { name } => {
+        Command::CircleRekey {
+            name,
+            reencrypt: true,
+        } => {
+            // A separate connection and session: the job runs its own
+            // transactions while mounts keep using the circle.
+            let v2 = std::sync::Arc::new(Vault::open(v.store().root())?);
+            let s2 = std::sync::Arc::new(s.duplicate()?);
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (e, rep) = v2.circle_reencrypt(s2, name, |done, total| {
+                if tty {
+                    let w = 40usize;
+                    let fill = if total == 0 {
+                        w
+                    } else {
+                        (done as usize * w) / total as usize
+                    };
+                    eprint!(
+                        "\rre-encrypting [{}{}] {done}/{total} inodes",
+                        "#".repeat(fill),
+                        " ".repeat(w - fill)
+                    );
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+            Ok(Response::ok(format!(
+                "circle {name} re-encrypted under key epoch {e}: {} inodes ({} blocks) re-encrypted, {} already done",
+                rep.done, rep.blocks, rep.skipped
+            ))
+            .with(
+                vec![format!("epoch: {e}"), format!("inodes: {}", rep.total), format!("blocks: {}", rep.blocks)],
+                json!({"epoch": e.0, "inodes": rep.total, "reencrypted": rep.done, "skipped": rep.skipped, "blocks": rep.blocks}),
+            ))
+        }
+        Command::CircleRekey {
+            name,
+            reencrypt: false,
+        } => {
             let e = v.circle_rekey(s, name)?;
             Ok(Response::ok(format!("circle {name} is at key epoch {e}"))
                 .with(vec![format!("epoch: {e}")], json!({"epoch": e.0})))

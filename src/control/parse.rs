@@ -116,6 +116,8 @@ pub enum Command {
     CircleRekey {
         /// Circle name.
         name: String,
+        /// Also re-encrypt every existing file under the new epoch.
+        reencrypt: bool,
     },
     /// `trustee add`.
     TrusteeAdd {
@@ -471,9 +473,13 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
         ("circle", "info") => Ok(Command::CircleInfo {
             name: split(rest, &[])?.one("circle name")?,
         }),
-        ("circle", "rekey") => Ok(Command::CircleRekey {
-            name: split(rest, &[])?.one("circle name")?,
-        }),
+        ("circle", "rekey") => {
+            let a = split(rest, &[("reencrypt", Some(false))])?;
+            Ok(Command::CircleRekey {
+                name: a.one("circle name")?,
+                reencrypt: a.flag("reencrypt"),
+            })
+        }
         ("circle", "list") => {
             split(rest, &[])?.none()?;
             Ok(Command::CircleList)
@@ -566,7 +572,7 @@ pub const HELP: &[&str] = &[
     "circle info NAME",
     "circle list",
     "circle set-members NAME USER[:LEVEL]...",
-    "circle rekey NAME",
+    "circle rekey NAME [--reencrypt]",
     "trustee add CIRCLE USER... [--level read|write|admin]",
     "trustee remove CIRCLE USER...",
     "trustee set CIRCLE USER --level read|write|admin",

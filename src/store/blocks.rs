@@ -9,7 +9,43 @@ use super::{BLOCKS_DIR, Store, StoreError};
 use crate::format::block::SLOT;
 use crate::ids::{BlockIndex, InodeId};
 
+/// Held by every running mount of a store (a shared lock on `mounts.lock`).
+pub struct MountLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+impl std::fmt::Debug for MountLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MountLock")
+    }
+}
+
 impl Store {
+    /// Take the mount lock: returns it (shared) and whether this is the only
+    /// mount of the store (only then may orphaned inodes be swept: another
+    /// mount may still hold deleted files open).
+    pub fn mount_lock(&self) -> Result<(MountLock, bool), StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root().join("mounts.lock"))?;
+        let (guard, alone) = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(g) => (g, true),
+            Err((f, _)) => match Flock::lock(f, FlockArg::LockShared) {
+                Ok(g) => (g, false),
+                Err((_, e)) => return Err(StoreError::Io(std::io::Error::from(e))),
+            },
+        };
+        if alone {
+            guard
+                .relock(FlockArg::LockShared)
+                .map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
+        }
+        Ok((MountLock(guard), alone))
+    }
+
     /// Block files are named by inode id: `blocks/<low byte hex>/<id as 16 hex>`.
     fn block_path(&self, ino: InodeId) -> PathBuf {
         let hex = format!("{:016x}", ino.0);

@@ -349,3 +349,40 @@ impl Tx<'_> {
         Ok(KeyGen(v.clamp(0, u32::MAX as i64) as u32))
     }
 }
+
+impl Tx<'_> {
+    /// Delete every file key of an inode except generation `keep`.
+    pub fn file_keys_delete_except(&self, ino: InodeId, keep: KeyGen) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached("DELETE FROM file_keys WHERE ino = ?1 AND keygen != ?2")?
+            .execute(params![ino.0, keep.0])?;
+        Ok(())
+    }
+
+    /// True when anything of an inode (record, file keys, child names,
+    /// xattrs) is still sealed under an epoch other than `epoch`.
+    pub fn inode_has_old_epoch(&self, ino: InodeId, epoch: Epoch) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .c
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM inodes WHERE id = ?1 AND epoch != ?2) \
+             + (SELECT COUNT(*) FROM file_keys WHERE ino = ?1 AND epoch != ?2) \
+             + (SELECT COUNT(*) FROM dirents WHERE parent = ?1 AND epoch != ?2) \
+             + (SELECT COUNT(*) FROM xattrs WHERE ino = ?1 AND epoch != ?2)",
+            )?
+            .query_row(params![ino.0, epoch.0], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
+    /// Delete circle-key wraps of epochs before `epoch` (after re-encryption).
+    pub fn circle_keys_delete_before(
+        &self,
+        circle: CircleId,
+        epoch: Epoch,
+    ) -> Result<usize, StoreError> {
+        Ok(self.c.execute(
+            "DELETE FROM circle_keys WHERE circle_id = ?1 AND epoch < ?2",
+            params![circle.0, epoch.0],
+        )?)
+    }
+}

@@ -161,6 +161,12 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Delete a meta value.
+    pub fn meta_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.c.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
     /// Insert an account with empty sealed secret and dir-key wrap (filled by
     /// `account_set_keys` once the id is known, since their AAD binds it).
     pub fn account_insert(&self, a: &NewAccount<'_>) -> Result<AccountId, StoreError> {

@@ -546,3 +546,49 @@ impl Vault {
         Ok(e)
     }
 }
+
+impl Vault {
+    /// `circle rekey NAME --reencrypt`: a new epoch, then every file, name,
+    /// record and xattr re-encrypted under it and older epochs' keys
+    /// deleted. Resumable: an interrupted run is continued (same epoch) by
+    /// running the command again.
+    pub fn circle_reencrypt(
+        self: &std::sync::Arc<Self>,
+        s: std::sync::Arc<Session>,
+        cname: &str,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<(Epoch, crate::vault::workspace::RekeyReport)> {
+        let (circle, epoch) = self.store.write(|tx| {
+            let c = self.circle_by_name(tx, &s, cname)?;
+            let subj = self.subject(tx, &s)?;
+            authorize(
+                &subj,
+                Op::ManageTrustees,
+                &Object::Circle {
+                    id: c.id,
+                    level: Self::my_level(tx, &s, c.id)?,
+                },
+            )?;
+            let key = format!("reencrypt:{}", c.id);
+            let pending = tx.meta_get(&key)?;
+            let epoch = match pending.and_then(|p| p.parse::<u32>().ok()) {
+                Some(e) if e == c.epoch.0 => c.epoch,
+                _ => {
+                    let e = Self::rotate_in_tx(tx, &c)?;
+                    tx.meta_set(&key, &e.0.to_string())?;
+                    e
+                }
+            };
+            Ok::<_, Error>((c.id, epoch))
+        })?;
+        s.forget_keys(None);
+        let ws = crate::vault::workspace::Workspace::new(self.clone(), s, false)?;
+        let rep = ws.reencrypt_circle(circle, progress)?;
+        self.store.write(|tx| {
+            tx.meta_delete(&format!("reencrypt:{circle}"))?;
+            tx.change_insert(Some(circle), "reencrypt", now_secs())?;
+            Ok::<_, Error>(())
+        })?;
+        Ok((epoch, rep))
+    }
+}

@@ -57,6 +57,17 @@ impl Session {
         })
     }
 
+    /// A second session of the same account (for a background job with its
+    /// own key cache).
+    pub fn duplicate(&self) -> Result<Session> {
+        Session::new(
+            self.account,
+            self.name.clone(),
+            KeyPair::from_secret(self.keys.secret().clone()),
+            self.dir_key.clone(),
+        )
+    }
+
     /// Keyed index of a circle name.
     pub(crate) fn circle_index(&self, name: &str) -> Result<[u8; 16]> {
         Ok(name_index(&self.dir_index, b"circle", name.as_bytes())?)

@@ -43,6 +43,26 @@ impl std::fmt::Debug for OpenFile {
 }
 
 impl OpenFile {
+    /// Circle access of this file.
+    pub(super) fn access(&self) -> &Arc<CircleAccess> {
+        &self.access
+    }
+
+    /// Live attributes.
+    pub(super) fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+
+    /// Open handles.
+    pub(super) fn opens(&self) -> u32 {
+        self.opens
+    }
+
+    /// Drop cached ciphers of every generation but `g`.
+    pub(super) fn forget_ciphers_except(&mut self, g: KeyGen) {
+        self.ciphers.retain(|k, _| *k == g);
+    }
+
     /// Circle of this file.
     pub fn circle(&self) -> crate::ids::CircleId {
         self.access.row.id
@@ -65,7 +85,7 @@ impl Workspace {
     /// Reload the record when another mount changed it since we loaded or
     /// wrote it. Our unsaved changes are only times (every size, extent or
     /// key-generation change is saved at once), which are kept if newer.
-    fn sync_record(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
+    pub(super) fn sync_record(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let Some(seq) = self.vault.store().read(|tx| tx.inode_seq(ino))? else {
             return Ok(());
         };
@@ -88,7 +108,7 @@ impl Workspace {
     }
 
     /// Save the record now.
-    fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
+    pub(super) fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let attrs = st.attrs.clone();
         let access = st.access.clone();
         st.seq = self
@@ -101,7 +121,7 @@ impl Workspace {
 
     /// Exclusive lock on the block file across processes (several mounts of
     /// one store), held for one read-modify-write and its record update.
-    fn cross_lock(
+    pub(super) fn cross_lock(
         &self,
         ino: InodeId,
         st: &mut OpenFile,
@@ -186,7 +206,7 @@ impl Workspace {
         Ok(())
     }
 
-    fn get_or_load(&self, ino: InodeId) -> Result<Arc<Mutex<OpenFile>>> {
+    pub(super) fn get_or_load(&self, ino: InodeId) -> Result<Arc<Mutex<OpenFile>>> {
         if let Some(f) = lock(&self.open)?.get(&ino) {
             return Ok(f.clone());
         }
@@ -295,7 +315,7 @@ impl Workspace {
         }
     }
 
-    fn block_file<'a>(
+    pub(super) fn block_file<'a>(
         &self,
         ino: InodeId,
         st: &'a mut OpenFile,
@@ -308,7 +328,12 @@ impl Workspace {
     }
 
     /// The cipher of key generation `g` of this file.
-    fn cipher<'a>(&self, ino: InodeId, st: &'a mut OpenFile, g: KeyGen) -> Result<&'a Cipher> {
+    pub(super) fn cipher<'a>(
+        &self,
+        ino: InodeId,
+        st: &'a mut OpenFile,
+        g: KeyGen,
+    ) -> Result<&'a Cipher> {
         if !st.ciphers.contains_key(&g) {
             let (epoch, wrapped) = self
                 .vault
@@ -349,7 +374,19 @@ impl Workspace {
                 return Ok(g);
             }
         }
-        let key = Key32::random()?;
+        self.install_generation(ino, st, Key32::random()?)
+    }
+
+    /// Start a new key generation with `key`, wrapped under the current
+    /// epoch and committed before any block uses it.
+    pub(super) fn install_generation(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        key: Key32,
+    ) -> Result<KeyGen> {
+        let g = st.attrs.keygen;
+        let current = st.access.keys.current;
         let access = st.access.clone();
         let k = access.keys.cur()?;
         let ng =
@@ -373,7 +410,7 @@ impl Workspace {
     }
 
     /// Decrypt block `i` from `slot` into `out` (BLOCK_SIZE bytes).
-    fn open_block(
+    pub(super) fn open_block(
         &self,
         ino: InodeId,
         st: &mut OpenFile,

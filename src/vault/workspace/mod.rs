@@ -2,6 +2,7 @@
 //! on `(circle, inode)` with every trust-level check, no FUSE types.
 
 mod content;
+mod rekey;
 mod tree;
 mod xattr;
 
@@ -21,6 +22,7 @@ use super::keys::CircleKeys;
 use super::{Object, Op, Session, Vault, authorize};
 
 pub use content::OpenFile;
+pub use rekey::RekeyReport;
 pub use tree::{DirEntry, NewNode, RenameMode, SetAttr};
 pub use xattr::XattrMode;
 
@@ -83,6 +85,7 @@ pub struct Workspace {
     state: Mutex<State>,
     open: Mutex<HashMap<InodeId, Arc<Mutex<OpenFile>>>>,
     read_only: bool,
+    _mount_lock: crate::store::blocks::MountLock,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -97,8 +100,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
 }
 
 impl Workspace {
-    /// A workspace for `session`; removes orphaned inodes left by a crash.
+    /// A workspace for `session`. When no other mount of the store is
+    /// running, removes orphaned inodes and block files left by a crash.
     pub fn new(vault: Arc<Vault>, session: Arc<Session>, read_only: bool) -> Result<Workspace> {
+        let (lock_guard, alone) = vault.store().mount_lock()?;
         let ws = Workspace {
             vault,
             session,
@@ -109,9 +114,12 @@ impl Workspace {
             }),
             open: Mutex::new(HashMap::new()),
             read_only,
+            _mount_lock: lock_guard,
         };
         ws.vault.store().set_relaxed_sync()?;
-        ws.sweep_orphans()?;
+        if alone {
+            ws.sweep_orphans()?;
+        }
         ws.refresh(true)?;
         Ok(ws)
     }

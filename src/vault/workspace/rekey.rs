@@ -1,0 +1,212 @@
+//! Re-encryption of a whole circle under its current epoch (`circle rekey
+//! --reencrypt`): content under fresh file keys, names, records and xattrs
+//! re-sealed, then the older epochs' wraps deleted. Resumable: inodes
+//! already entirely on the current epoch are skipped.
+
+use crate::crypto::Key32;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::aad;
+use crate::format::attrs::Kind;
+use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, put_header};
+use crate::ids::{BlockIndex, CircleId, InodeId, KeyGen};
+use crate::store::blocks::{read_slot, write_slots};
+
+use super::content::OpenFile;
+use super::{Workspace, lock};
+
+/// Outcome of a re-encryption run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RekeyReport {
+    /// Inodes in the circle.
+    pub total: u64,
+    /// Inodes re-encrypted in this run.
+    pub done: u64,
+    /// Inodes already on the current epoch (an earlier, interrupted run).
+    pub skipped: u64,
+    /// Content blocks re-encrypted.
+    pub blocks: u64,
+}
+
+impl Workspace {
+    /// Re-encrypt everything of `circle` under its current epoch. The caller
+    /// has checked the requester is a circle admin. `progress(done, total)`.
+    pub fn reencrypt_circle(
+        &self,
+        circle: CircleId,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<RekeyReport> {
+        self.refresh(true)?;
+        let a = self.access(circle)?;
+        let epoch = a.keys.current;
+        let inodes = self
+            .vault
+            .store()
+            .read(|tx| tx.inode_ids_of_circle(circle))?;
+        let mut rep = RekeyReport {
+            total: inodes.len() as u64,
+            ..Default::default()
+        };
+        for (k, ino) in inodes.iter().enumerate() {
+            let stale = self
+                .vault
+                .store()
+                .read(|tx| tx.inode_has_old_epoch(*ino, epoch))?;
+            if !stale {
+                rep.skipped += 1;
+            } else {
+                rep.blocks += self.reencrypt_inode(*ino)?;
+                rep.done += 1;
+            }
+            progress(k as u64 + 1, rep.total);
+        }
+        // Everything is on the current epoch: older circle keys are no longer needed.
+        self.vault
+            .store()
+            .write(|tx| tx.circle_keys_delete_before(circle, epoch))?;
+        self.vault.store().checkpoint()?;
+        self.session.forget_keys(Some(circle));
+        self.refresh(true)?;
+        Ok(rep)
+    }
+
+    fn reencrypt_inode(&self, ino: InodeId) -> Result<u64> {
+        let a = self
+            .vault
+            .store()
+            .read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
+        let kind = self
+            .vault
+            .store()
+            .read(|tx| tx.inode_get(ino))?
+            .map(|r| r.kind);
+        let mut blocks = 0;
+        if kind == Some(Kind::File as u8) {
+            let of = self.get_or_load(ino)?;
+            let mut st = lock(&of)?;
+            blocks = self.reencrypt_content(ino, &mut st)?;
+        } else {
+            // Re-seal the record under the current epoch.
+            self.update_attrs(&a, ino, |_| Ok(()))?;
+        }
+        // Names of the children of a directory.
+        let cur = a.keys.current;
+        let k = a.keys.cur()?;
+        self.vault.store().write(|tx| {
+            for d in tx.dirent_list(ino, None, i64::MAX)? {
+                if d.epoch == cur {
+                    continue;
+                }
+                let old = a.keys.epoch(d.epoch)?;
+                let nm = old.name.open(
+                    &aad::dirent_name(a.row.id, ino, d.epoch),
+                    &d.name_ct,
+                    "file name",
+                )?;
+                let idx = crate::crypto::subkeys::name_index(
+                    &k.index,
+                    &aad::name_scope(a.row.id, ino),
+                    &nm,
+                )?;
+                let ct = k.name.seal(&aad::dirent_name(a.row.id, ino, cur), &nm)?;
+                tx.dirent_delete(ino, &d.name_index)?;
+                tx.dirent_insert(&crate::store::files::DirentRow {
+                    parent: ino,
+                    name_index: idx.to_vec(),
+                    epoch: cur,
+                    name_ct: ct,
+                    ino: d.ino,
+                })?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        // Extended attributes.
+        let xs = self.vault.store().read(|tx| tx.xattr_list(ino))?;
+        for (idx, e, sealed) in xs {
+            if e == cur {
+                continue;
+            }
+            let old = a.keys.epoch(e)?;
+            let pt =
+                old.xattr
+                    .open(&aad::xattr(a.row.id, ino, e), &sealed, "extended attribute")?;
+            let mut r = crate::format::attrs::Reader::new(&pt);
+            let nl = r.u16()? as usize;
+            let name = r.bytes(nl)?.to_vec();
+            let new_idx = crate::crypto::subkeys::name_index(
+                &k.index,
+                &{
+                    let mut s = b"xattr".to_vec();
+                    s.extend_from_slice(&a.row.id.to_le());
+                    s.extend_from_slice(&ino.to_le());
+                    s
+                },
+                &name,
+            )?;
+            let sealed = k.xattr.seal(&aad::xattr(a.row.id, ino, cur), &pt)?;
+            self.vault.store().write(|tx| {
+                tx.xattr_remove(ino, &idx)?;
+                tx.xattr_set(ino, &new_idx, cur, &sealed)?;
+                Ok::<_, Error>(())
+            })?;
+        }
+        let idle = lock(&self.open)?
+            .get(&ino)
+            .is_some_and(|f| f.try_lock().is_ok_and(|s| s.opens() == 0));
+        if idle {
+            lock(&self.open)?.remove(&ino);
+        }
+        Ok(blocks)
+    }
+
+    /// Every written block under a fresh key generation of the current epoch.
+    fn reencrypt_content(&self, ino: InodeId, st: &mut OpenFile) -> Result<u64> {
+        let _guard = self.cross_lock(ino, st)?;
+        self.sync_record(ino, st)?;
+        let g = self.new_generation(ino, st)?;
+        let circle = st.access().row.id;
+        let content = st.attrs().content;
+        let nb = blocks_for(st.attrs().size);
+        let mut pt = vec![0u8; BLOCK_SIZE];
+        let mut slot = vec![0u8; SLOT];
+        let mut n = 0;
+        for i in 0..nb {
+            if !st.attrs().extents.contains(i) {
+                continue;
+            }
+            let ok = match self.block_file(ino, st, false)? {
+                Some(f) => read_slot(f, BlockIndex(i), &mut slot)?,
+                None => false,
+            };
+            if !ok {
+                return Err(Error::new(ErrorKind::Integrity, "content block missing"));
+            }
+            self.open_block(ino, st, i, &slot, &mut pt)?;
+            let mut out = vec![0u8; SLOT];
+            put_header(&mut out, g);
+            self.cipher(ino, st, g)?.seal_into(
+                &aad::block(circle, &content, g, BlockIndex(i)),
+                &pt,
+                &mut out[HEADER..],
+            )?;
+            if let Some(f) = self.block_file(ino, st, false)? {
+                write_slots(f, BlockIndex(i), &out)?;
+            }
+            n += 1;
+        }
+        pt.fill(0);
+        if let Some(f) = self.block_file(ino, st, false)? {
+            f.sync_data()?;
+        }
+        self.persist(ino, st)?;
+        self.vault
+            .store()
+            .write(|tx| tx.file_keys_delete_except(ino, g))?;
+        st.forget_ciphers_except(g);
+        Ok(n)
+    }
+
+    fn new_generation(&self, ino: InodeId, st: &mut OpenFile) -> Result<KeyGen> {
+        let key = Key32::random()?;
+        self.install_generation(ino, st, key)
+    }
+}
