@@ -87,7 +87,14 @@ impl Workspace {
     /// key-generation change is saved at once), which are kept if newer.
     pub(super) fn sync_record(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let Some(seq) = self.vault.store().read(|tx| tx.inode_seq(ino))? else {
-            return Ok(());
+            if st.unlinked {
+                // Deleted by us while open: our state is the truth.
+                return Ok(());
+            }
+            return err(
+                ErrorKind::NotFound,
+                "the file was deleted through another mount",
+            );
         };
         if seq == st.seq {
             return Ok(());
@@ -131,6 +138,26 @@ impl Workspace {
         };
         let dup = f.try_clone()?;
         match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(g) => Ok(Some(g)),
+            Err((_, e)) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("lock block file: {e}"),
+            )),
+        }
+    }
+
+    /// Shared lock on the block file for a read (writers in other mounts
+    /// hold it exclusively); none when the file has no blocks yet.
+    fn shared_lock(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+    ) -> Result<Option<nix::fcntl::Flock<File>>> {
+        let Some(f) = self.block_file(ino, st, false)? else {
+            return Ok(None);
+        };
+        let dup = f.try_clone()?;
+        match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockShared) {
             Ok(g) => Ok(Some(g)),
             Err((_, e)) => Err(Error::new(
                 ErrorKind::Internal,
@@ -441,6 +468,10 @@ impl Workspace {
         self.recheck(&mut st, Op::ReadFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
+        }
+        let _guard = self.shared_lock(ino, &mut st)?;
+        if !st.dirty {
+            self.sync_record(ino, &mut st)?;
         }
         let fsize = st.attrs.size;
         if offset >= fsize || size == 0 {

@@ -1,0 +1,263 @@
+//! Several mounts of one store: close-to-open consistency between two
+//! accounts, and a bounded concurrency soak (4 workers over 2 mounts doing
+//! random file operations, then every file decrypts and matches a model).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use util::{Mount, TempStore, fuse_available, stdout};
+
+fn two_mounts() -> (TempStore, Mount, Mount) {
+    let t = TempStore::new();
+    t.user("alice");
+    t.user("bob");
+    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
+    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
+    let a = Mount::new(
+        &t.store(),
+        &t.dir.path().join("a"),
+        "alice",
+        &t.pwfile("alice"),
+        &[],
+    );
+    let b = Mount::new(
+        &t.store(),
+        &t.dir.path().join("b"),
+        "bob",
+        &t.pwfile("bob"),
+        &[],
+    );
+    (t, a, b)
+}
+
+#[test]
+fn close_to_open_between_two_accounts() {
+    if !fuse_available() {
+        return;
+    }
+    let (_t, a, b) = two_mounts();
+    fs::write(a.path("s/f"), b"from alice").unwrap();
+    assert_eq!(fs::read(b.path("s/f")).unwrap(), b"from alice");
+    let mut h = fs::OpenOptions::new()
+        .append(true)
+        .open(b.path("s/f"))
+        .unwrap();
+    h.write_all(b" + bob").unwrap();
+    drop(h);
+    assert_eq!(fs::read(a.path("s/f")).unwrap(), b"from alice + bob");
+    fs::write(b.path("s/f"), b"short").unwrap();
+    assert_eq!(fs::read(a.path("s/f")).unwrap(), b"short");
+    // Concurrent O_APPEND from both mounts: nothing lost.
+    let pa = a.path("s/log");
+    let pb = b.path("s/log");
+    let ta = std::thread::spawn(move || {
+        for i in 0..200 {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&pa)
+                .unwrap();
+            f.write_all(format!("a{i}\n").as_bytes()).unwrap();
+        }
+    });
+    let tb = std::thread::spawn(move || {
+        for i in 0..200 {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&pb)
+                .unwrap();
+            f.write_all(format!("b{i}\n").as_bytes()).unwrap();
+        }
+    });
+    ta.join().unwrap();
+    tb.join().unwrap();
+    let text = fs::read_to_string(a.path("s/log")).unwrap();
+    assert_eq!(text.lines().count(), 400);
+    for i in 0..200 {
+        assert!(text.contains(&format!("a{i}\n")) && text.contains(&format!("b{i}\n")));
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// One worker: its own files (model kept in memory) plus a private region
+/// of a shared file, through one mount; reads the others' files through it.
+fn worker(id: usize, root: PathBuf, deadline: Instant) -> (HashMap<String, Vec<u8>>, Vec<u8>, u64) {
+    let mut rng = Rng(0x9e3779b97f4a7c15 ^ (id as u64 + 1) * 0x1234567);
+    let mut model: HashMap<String, Vec<u8>> = HashMap::new();
+    let region = 3 * 4096 + 100;
+    let mut shared = vec![0u8; region];
+    let mut ops = 0;
+    while Instant::now() < deadline {
+        ops += 1;
+        let name = format!("w{id}-{}", rng.below(6));
+        let p = root.join(&name);
+        match rng.below(9) {
+            0 | 1 => {
+                // write a random range
+                let cur = model.get(&name).cloned().unwrap_or_default();
+                let off = rng.below(cur.len() as u64 + 9000) as usize;
+                let n = 1 + rng.below(10000) as usize;
+                let data = rng.bytes(n);
+                let mut f = fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(&p)
+                    .unwrap();
+                f.seek(SeekFrom::Start(off as u64)).unwrap();
+                f.write_all(&data).unwrap();
+                let m = model.entry(name.clone()).or_default();
+                if m.len() < off + data.len() {
+                    m.resize(off + data.len(), 0);
+                }
+                m[off..off + data.len()].copy_from_slice(&data);
+                if rng.below(4) == 0 {
+                    f.sync_all().unwrap();
+                }
+            }
+            2 => {
+                if let Some(m) = model.get_mut(&name) {
+                    let n = rng.below(m.len() as u64 + 5000) as usize;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .unwrap()
+                        .set_len(n as u64)
+                        .unwrap();
+                    m.resize(n, 0);
+                }
+            }
+            3 => {
+                if model.remove(&name).is_some() {
+                    fs::remove_file(&p).unwrap();
+                }
+            }
+            4 => {
+                let to = format!("w{id}-{}", rng.below(6));
+                if to != name {
+                    if let Some(m) = model.remove(&name) {
+                        fs::rename(&p, root.join(&to)).unwrap();
+                        model.insert(to, m);
+                    }
+                }
+            }
+            5 => {
+                if let Some(m) = model.get(&name) {
+                    assert_eq!(&fs::read(&p).unwrap(), m, "worker {id} {name}");
+                }
+            }
+            6 => {
+                // our region of the shared file
+                let off = rng.below(region as u64 - 1) as usize;
+                let len = (1 + rng.below(5000) as usize).min(region - off);
+                let data = rng.bytes(len);
+                let mut f = fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(root.join("shared"))
+                    .unwrap();
+                f.seek(SeekFrom::Start((id * region + off) as u64)).unwrap();
+                f.write_all(&data).unwrap();
+                shared[off..off + len].copy_from_slice(&data);
+            }
+            7 => {
+                // read someone else's file: it may change or vanish, but never EIO
+                let other = format!("w{}-{}", rng.below(4), rng.below(6));
+                if let Ok(mut f) = fs::File::open(root.join(&other)) {
+                    let mut v = Vec::new();
+                    if let Err(e) = f.read_to_end(&mut v) {
+                        assert_ne!(e.raw_os_error(), Some(libc::EIO), "EIO reading {other}");
+                    }
+                }
+            }
+            _ => {
+                let _ = fs::read_dir(&root).unwrap().count();
+            }
+        }
+    }
+    (model, shared, ops)
+}
+
+#[test]
+fn concurrency_soak() {
+    if !fuse_available() {
+        return;
+    }
+    let secs: u64 = std::env::var("CIRCLEFS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let (t, a, b) = two_mounts();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let roots = [a.path("s"), b.path("s"), a.path("s"), b.path("s")];
+    let handles: Vec<_> = roots
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| std::thread::spawn(move || worker(i, r, deadline)))
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let total_ops: u64 = results.iter().map(|r| r.2).sum();
+    eprintln!("soak: {total_ops} operations in {secs} s over 2 mounts");
+    drop(a);
+    drop(b);
+    let m = Mount::new(
+        &t.store(),
+        &t.dir.path().join("check"),
+        "alice",
+        &t.pwfile("alice"),
+        &[],
+    );
+    let region = 3 * 4096 + 100;
+    let shared = fs::read(m.path("s/shared")).unwrap_or_default();
+    for (id, (model, sh, _)) in results.iter().enumerate() {
+        for k in 0..6 {
+            let name = format!("w{id}-{k}");
+            match model.get(&name) {
+                Some(v) => assert_eq!(
+                    &fs::read(m.path(&format!("s/{name}"))).unwrap(),
+                    v,
+                    "{name}"
+                ),
+                None => assert!(
+                    !m.path(&format!("s/{name}")).exists(),
+                    "{name} should not exist"
+                ),
+            }
+        }
+        if shared.len() >= (id + 1) * region {
+            assert_eq!(
+                &shared[id * region..(id + 1) * region],
+                &sh[..],
+                "shared region of worker {id}"
+            );
+        } else {
+            assert!(
+                sh.iter().all(|b| *b == 0) || shared.len() > id * region,
+                "worker {id}'s shared writes lost"
+            );
+        }
+    }
+}
