@@ -104,7 +104,7 @@ impl Rng {
 /// One worker: its own files (model kept in memory) plus a private region
 /// of a shared file, through one mount; reads the others' files through it.
 fn worker(id: usize, root: PathBuf, deadline: Instant) -> (HashMap<String, Vec<u8>>, Vec<u8>, u64) {
-    let mut rng = Rng(0x9e3779b97f4a7c15 ^ (id as u64 + 1) * 0x1234567);
+    let mut rng = Rng(0x9e3779b97f4a7c15 ^ ((id as u64 + 1) * 0x1234567));
     let mut model: HashMap<String, Vec<u8>> = HashMap::new();
     let region = 3 * 4096 + 100;
     let mut shared = vec![0u8; region];
@@ -156,11 +156,11 @@ fn worker(id: usize, root: PathBuf, deadline: Instant) -> (HashMap<String, Vec<u
             }
             4 => {
                 let to = format!("w{id}-{}", rng.below(6));
-                if to != name {
-                    if let Some(m) = model.remove(&name) {
-                        fs::rename(&p, root.join(&to)).unwrap();
-                        model.insert(to, m);
-                    }
+                if to != name
+                    && let Some(m) = model.remove(&name)
+                {
+                    fs::rename(&p, root.join(&to)).unwrap();
+                    model.insert(to, m);
                 }
             }
             5 => {

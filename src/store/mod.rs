@@ -213,6 +213,14 @@ impl Store {
         Ok(())
     }
 
+    /// Test hook: run SQL on this store's own connection (e.g. TEMP
+    /// triggers that inject failures).
+    #[cfg(feature = "test-hooks")]
+    pub fn test_exec(&self, sql: &str) -> Result<(), StoreError> {
+        self.lock()?.execute_batch(sql)?;
+        Ok(())
+    }
+
     /// Checkpoint the WAL into the database and truncate it (after deletions,
     /// so removed rows do not linger in the -wal file).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
