@@ -356,6 +356,9 @@ pub fn parse_tokens(words: &[String]) -> Result<Command> {
     if noun == "help" {
         return Ok(Command::Help);
     }
+    if !matches!(noun.as_str(), "user" | "circle" | "trustee") {
+        return bad(format!("unknown command {noun} (see help)"));
+    }
     let Some(verb) = words.get(1) else {
         return missing(format!("{noun}: which operation? (see help)"));
     };
@@ -552,6 +555,7 @@ mod tests {
         assert_eq!(k("trustee add docs"), ErrorKind::Missing);
         assert_eq!(k("trustee set docs bob"), ErrorKind::Missing);
         assert_eq!(k("frobnicate x"), ErrorKind::BadRequest);
+        assert_eq!(k("frobnicate"), ErrorKind::BadRequest);
         assert_eq!(k("user fly"), ErrorKind::BadRequest);
         assert_eq!(k("user create bob --bogus"), ErrorKind::BadRequest);
         assert_eq!(k("trustee add docs bob --level root"), ErrorKind::BadRequest);

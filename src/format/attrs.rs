@@ -74,11 +74,12 @@ impl Extents {
             return;
         }
         // Fast path: extending the last range (sequential writes).
-        if let Some(last) = self.0.last_mut() {
-            if start >= last.0 && start <= last.1 {
-                last.1 = last.1.max(end);
-                return;
-            }
+        if let Some(last) = self.0.last_mut()
+            && start >= last.0
+            && start <= last.1
+        {
+            last.1 = last.1.max(end);
+            return;
         }
         let mut out = Vec::with_capacity(self.0.len() + 1);
         let (mut s, mut e) = (start, end);
@@ -374,7 +375,7 @@ mod tests {
         #[test]
         fn extents_match_model(ops in proptest::collection::vec((0u64..64, 1u64..8), 0..40), cut in 0u64..80) {
             let mut e = Extents::default();
-            let mut model = vec![false; 80];
+            let mut model = [false; 80];
             for (s, l) in ops {
                 e.add(s, s + l);
                 for i in s..s + l { model[i as usize] = true; }

@@ -20,6 +20,9 @@ pub struct InodeRow {
     pub attrs: Vec<u8>,
 }
 
+/// Stored xattr row: (name index, epoch, sealed name and value).
+pub type XattrRow = (Vec<u8>, Epoch, Vec<u8>);
+
 /// Stored directory entry.
 #[derive(Clone, Debug)]
 pub struct DirentRow {
@@ -217,8 +220,8 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Every xattr row of an inode.
-    pub fn xattr_list(&self, ino: InodeId) -> Result<Vec<(Vec<u8>, Epoch, Vec<u8>)>, StoreError> {
+    /// Every xattr row of an inode: (name index, epoch, sealed).
+    pub fn xattr_list(&self, ino: InodeId) -> Result<Vec<XattrRow>, StoreError> {
         let mut st = self.c.prepare_cached("SELECT name_index, epoch, sealed FROM xattrs WHERE ino = ?1")?;
         let v = st
             .query_map([ino.0], |r| Ok((r.get(0)?, epoch(r.get(1)?), r.get(2)?)))?

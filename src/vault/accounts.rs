@@ -59,10 +59,11 @@ fn check_person(p: &Person) -> Result<()> {
             return err(ErrorKind::BadRequest, "person fields are at most 256 characters without control characters");
         }
     }
-    if let Some(e) = &p.email {
-        if !e.is_empty() && !e.contains('@') {
-            return err(ErrorKind::BadRequest, format!("bad e-mail address {e}"));
-        }
+    if let Some(e) = &p.email
+        && !e.is_empty()
+        && !e.contains('@')
+    {
+        return err(ErrorKind::BadRequest, format!("bad e-mail address {e}"));
     }
     Ok(())
 }
