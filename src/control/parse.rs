@@ -641,6 +641,7 @@ mod tests {
         assert_eq!(k("trustee add docs"), ErrorKind::Missing);
         assert_eq!(k("trustee set docs bob"), ErrorKind::Missing);
         assert_eq!(k("frobnicate x"), ErrorKind::BadRequest);
+        assert_eq!(k("frobnicate"), ErrorKind::BadRequest);
         assert_eq!(k("user fly"), ErrorKind::BadRequest);
         assert_eq!(k("user create bob --bogus"), ErrorKind::BadRequest);
         assert_eq!(
