@@ -13,6 +13,7 @@ need_pkg rsync rsync
 need_pkg tar tar
 need_cargo_tool pjdfstest pjdfstest
 need_cargo_tool fsx fsx
+need_cargo_tool cargo-fuzz cargo-fuzz
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "tests@circlefs.invalid"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "circlefs tests"
 
@@ -43,8 +44,17 @@ stage "cargo clippy -D warnings" cargo clippy --all-targets --all-features --qui
 stage "layering rule" layering
 stage "build release" build_release
 stage "cargo test (unit, vault, CLI, real mounts)" cargo test --all-features
+fuzz() {
+  # cargo-fuzz without a sanitizer (stable toolchain): libFuzzer with coverage.
+  mkdir -p fuzz/corpus/control fuzz/corpus/attrs
+  cargo fuzz run -s none control fuzz/corpus/control fuzz/seeds/control -- -max_total_time="${FUZZ_SECS:-60}" >/tmp/circlefs-fuzz-control.log 2>&1 &&
+  cargo fuzz run -s none attrs fuzz/corpus/attrs fuzz/seeds/attrs -- -max_total_time="${FUZZ_SECS_ATTRS:-20}" >/tmp/circlefs-fuzz-attrs.log 2>&1 &&
+  grep -h "^Done" /tmp/circlefs-fuzz-control.log /tmp/circlefs-fuzz-attrs.log || { tail -20 /tmp/circlefs-fuzz-*.log; return 1; }
+}
+
 stage "pjdfstest" scripts/pjdfstest.sh
 stage "fsx 100000 ops" scripts/fsx.sh "${FSX_OPS:-100000}"
+stage "cargo fuzz (control 60 s, attrs 20 s)" fuzz
 
 echo
 if [ "$failed" -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi
