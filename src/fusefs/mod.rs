@@ -332,19 +332,19 @@ impl Filesystem for CircleFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), false)) {
-            Some(Ok(())) => reply.ok(),
-            Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::EPERM),
-        }
+        empty(
+            reply,
+            store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), false)),
+            Errno::EPERM,
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), true)) {
-            Some(Ok(())) => reply.ok(),
-            Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::EPERM),
-        }
+        empty(
+            reply,
+            store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), true)),
+            Errno::EPERM,
+        )
     }
 
     fn symlink(
@@ -719,11 +719,11 @@ impl Filesystem for CircleFs {
         } else {
             XattrMode::Any
         };
-        match store_ino(ino).map(|i| self.ws.setxattr(i, name.as_bytes(), value, mode)) {
-            Some(Ok(())) => reply.ok(),
-            Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::from_i32(libc::ENOTSUP)),
-        }
+        empty(
+            reply,
+            store_ino(ino).map(|i| self.ws.setxattr(i, name.as_bytes(), value, mode)),
+            Errno::from_i32(libc::ENOTSUP),
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -743,11 +743,11 @@ impl Filesystem for CircleFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match store_ino(ino).map(|i| self.ws.removexattr(i, name.as_bytes())) {
-            Some(Ok(())) => reply.ok(),
-            Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::from_i32(libc::ENOTSUP)),
-        }
+        empty(
+            reply,
+            store_ino(ino).map(|i| self.ws.removexattr(i, name.as_bytes())),
+            Errno::from_i32(libc::ENOTSUP),
+        )
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -822,11 +822,11 @@ impl Filesystem for CircleFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match store_ino(ino).map(|i| self.ws.fallocate(i, offset, length, mode)) {
-            Some(Ok(())) => reply.ok(),
-            Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::EOPNOTSUPP),
-        }
+        empty(
+            reply,
+            store_ino(ino).map(|i| self.ws.fallocate(i, offset, length, mode)),
+            Errno::EOPNOTSUPP,
+        )
     }
 }
 
@@ -873,5 +873,15 @@ fn xattr_reply(reply: ReplyXattr, v: &[u8], size: u32) {
         reply.error(Errno::from_i32(libc::ERANGE));
     } else {
         reply.data(v);
+    }
+}
+
+/// Reply to an operation on a store inode: Ok, its errno, or `virt` when the
+/// inode is virtual (`None`).
+fn empty(reply: ReplyEmpty, r: Option<Result<(), Error>>, virt: Errno) {
+    match r {
+        Some(Ok(())) => reply.ok(),
+        Some(Err(e)) => reply.error(errno(&e)),
+        None => reply.error(virt),
     }
 }

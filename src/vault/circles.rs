@@ -47,6 +47,21 @@ impl Vault {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such circle {name}")))
     }
 
+    /// Find a circle by name and check the session may do `op` on it.
+    fn circle_authorized(&self, tx: &Tx<'_>, s: &Session, name: &str, op: Op) -> Result<CircleRow> {
+        let c = self.circle_by_name(tx, s, name)?;
+        let subj = self.subject(tx, s)?;
+        authorize(
+            &subj,
+            op,
+            &Object::Circle {
+                id: c.id,
+                level: Self::my_level(tx, s, c.id)?,
+            },
+        )?;
+        Ok(c)
+    }
+
     fn my_level(tx: &Tx<'_>, s: &Session, c: CircleId) -> Result<Option<TrustLevel>> {
         tx.trustee_level(c, s.account)?.map(level_of).transpose()
     }
@@ -125,16 +140,7 @@ impl Vault {
     /// `circle delete`: crypto-shreds every file key and removes every block.
     pub fn circle_delete(&self, s: &Session, cname: &str) -> Result<()> {
         let inodes = self.store.write(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::DeleteCircle,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::DeleteCircle)?;
             let inodes = tx.inode_ids_of_circle(c.id)?;
             tx.circle_delete(c.id)?;
             tx.change_insert(Some(c.id), "circle-delete", now_secs())?;
@@ -151,16 +157,7 @@ impl Vault {
     /// `circle info`.
     pub fn circle_info(&self, s: &Session, cname: &str) -> Result<CircleInfo> {
         self.store.read(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::ViewCircle,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::ViewCircle)?;
             let trustees = tx
                 .trustees_of(c.id)?
                 .into_iter()
@@ -221,16 +218,7 @@ impl Vault {
             return err(ErrorKind::Missing, "no account named");
         }
         self.store.write(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::ManageTrustees,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::ManageTrustees)?;
             let keys = self.circle_keys(tx, s, &c)?;
             let mut rows = Vec::new();
             for u in users {
@@ -373,16 +361,7 @@ impl Vault {
         level: TrustLevel,
     ) -> Result<()> {
         self.store.write(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::ManageTrustees,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::ManageTrustees)?;
             let row = tx.account_by_name(user)?.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, format!("no such account {user}"))
             })?;
@@ -426,16 +405,7 @@ impl Vault {
             );
         }
         self.store.write(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::ManageTrustees,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::ManageTrustees)?;
             let keys = self.circle_keys(tx, s, &c)?;
             let mut wanted = Vec::new();
             for (u, l) in members {
@@ -530,16 +500,7 @@ impl Vault {
     /// `circle rekey`: start a new key epoch (circle admins).
     pub fn circle_rekey(&self, s: &Session, cname: &str) -> Result<Epoch> {
         let e = self.store.write(|tx| {
-            let c = self.circle_by_name(tx, s, cname)?;
-            let subj = self.subject(tx, s)?;
-            authorize(
-                &subj,
-                Op::ManageTrustees,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, s, cname, Op::ManageTrustees)?;
             Self::rotate_in_tx(tx, &c)
         })?;
         s.forget_keys(None);
@@ -559,16 +520,7 @@ impl Vault {
         progress: impl FnMut(u64, u64),
     ) -> Result<(Epoch, crate::vault::workspace::RekeyReport)> {
         let (circle, epoch) = self.store.write(|tx| {
-            let c = self.circle_by_name(tx, &s, cname)?;
-            let subj = self.subject(tx, &s)?;
-            authorize(
-                &subj,
-                Op::ManageTrustees,
-                &Object::Circle {
-                    id: c.id,
-                    level: Self::my_level(tx, &s, c.id)?,
-                },
-            )?;
+            let c = self.circle_authorized(tx, &s, cname, Op::ManageTrustees)?;
             let key = format!("reencrypt:{}", c.id);
             let pending = tx.meta_get(&key)?;
             let epoch = match pending.and_then(|p| p.parse::<u32>().ok()) {

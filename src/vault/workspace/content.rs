@@ -133,17 +133,7 @@ impl Workspace {
         ino: InodeId,
         st: &mut OpenFile,
     ) -> Result<Option<nix::fcntl::Flock<File>>> {
-        let Some(f) = self.block_file(ino, st, true)? else {
-            return Ok(None);
-        };
-        let dup = f.try_clone()?;
-        match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockExclusive) {
-            Ok(g) => Ok(Some(g)),
-            Err((_, e)) => Err(Error::new(
-                ErrorKind::Internal,
-                format!("lock block file: {e}"),
-            )),
-        }
+        self.block_lock(ino, st, true)
     }
 
     /// Shared lock on the block file for a read (writers in other mounts
@@ -153,11 +143,25 @@ impl Workspace {
         ino: InodeId,
         st: &mut OpenFile,
     ) -> Result<Option<nix::fcntl::Flock<File>>> {
-        let Some(f) = self.block_file(ino, st, false)? else {
+        self.block_lock(ino, st, false)
+    }
+
+    fn block_lock(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        exclusive: bool,
+    ) -> Result<Option<nix::fcntl::Flock<File>>> {
+        use nix::fcntl::{Flock, FlockArg};
+        let Some(f) = self.block_file(ino, st, exclusive)? else {
             return Ok(None);
         };
-        let dup = f.try_clone()?;
-        match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockShared) {
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        match Flock::lock(f.try_clone()?, arg) {
             Ok(g) => Ok(Some(g)),
             Err((_, e)) => Err(Error::new(
                 ErrorKind::Internal,
