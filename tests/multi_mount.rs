@@ -261,3 +261,71 @@ fn concurrency_soak() {
         }
     }
 }
+
+#[test]
+fn revocation_and_deletion_reach_running_mounts() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, a, b) = two_mounts();
+    fs::write(a.path("s/doc"), vec![7u8; 50_000]).unwrap();
+    // Bob reads in a loop; alice removes him; the loop must start failing within 1 s.
+    let p = b.path("s/doc");
+    let reader = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut last_ok = None;
+        let mut failed_at = None;
+        let mut h = fs::File::open(&p).ok();
+        while start.elapsed() < Duration::from_secs(10) {
+            let ok = match h.as_mut() {
+                Some(f) => {
+                    let mut v = Vec::new();
+                    f.seek(SeekFrom::Start(0)).is_ok()
+                        && f.read_to_end(&mut v)
+                            .map(|_| v.len() == 50_000)
+                            .unwrap_or(false)
+                }
+                None => false,
+            };
+            if ok {
+                last_ok = Some(Instant::now());
+            } else if last_ok.is_some() {
+                failed_at = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (last_ok, failed_at)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let removed_at = Instant::now();
+    assert!(stdout(&t.admin_cli("alice", &["trustee", "remove", "s", "bob"])).starts_with("200"));
+    let (last_ok, failed_at) = reader.join().unwrap();
+    let failed_at = failed_at.expect("bob's read loop never failed");
+    assert!(last_ok.is_some());
+    assert!(
+        failed_at.duration_since(removed_at) < Duration::from_secs(1),
+        "took {:?}",
+        failed_at.duration_since(removed_at)
+    );
+    assert!(
+        !b.path("s").exists(),
+        "the circle directory is gone from bob's mount"
+    );
+    assert_eq!(
+        fs::read(a.path("s/doc")).unwrap().len(),
+        50_000,
+        "alice unaffected"
+    );
+    // Deleting the circle removes it from alice's running mount too, and its blocks.
+    let blocks_before = util::all_files(&t.store().join("blocks")).len();
+    assert!(blocks_before > 0);
+    assert!(stdout(&t.admin_cli("alice", &["circle", "delete", "s"])).starts_with("200"));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!a.path("s").exists());
+    assert_eq!(
+        util::all_files(&t.store().join("blocks")).len(),
+        0,
+        "every block file of the circle is removed"
+    );
+}
