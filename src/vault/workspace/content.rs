@@ -73,9 +73,15 @@ impl Workspace {
     /// Re-check an open file against the current membership: a revoked
     /// circle fails (EACCES), a new level or key epoch takes effect at once.
     fn recheck(&self, st: &mut OpenFile, op: Op) -> Result<()> {
+        let c = st.access.row.id;
         let cur = self
-            .access(st.access.row.id)
-            .map_err(|_| Error::new(ErrorKind::Forbidden, "access to this circle was revoked"))?;
+            .vault
+            .store()
+            .read(|tx| self.access_tx(tx, c))
+            .map_err(|e| match e.kind {
+                ErrorKind::Integrity | ErrorKind::Internal => e,
+                _ => Error::new(ErrorKind::Forbidden, "access to this circle was revoked"),
+            })?;
         if !Arc::ptr_eq(&cur, &st.access) {
             st.access = cur;
         }
@@ -117,11 +123,13 @@ impl Workspace {
     /// Save the record now.
     pub(super) fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let attrs = st.attrs.clone();
-        let access = st.access.clone();
-        st.seq = self
-            .vault
-            .store()
-            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+        let circle = st.access.row.id;
+        let (seq, access) = self.vault.store().write(|tx| {
+            let access = self.access_tx(tx, circle)?;
+            Ok::<_, Error>((Self::save_attrs(tx, &access, ino, &attrs)?, access))
+        })?;
+        st.seq = seq;
+        st.access = access;
         st.dirty = false;
         Ok(())
     }
@@ -417,23 +425,26 @@ impl Workspace {
         key: Key32,
     ) -> Result<KeyGen> {
         let g = st.attrs.keygen;
-        let current = st.access.keys.current;
-        let access = st.access.clone();
-        let k = access.keys.cur()?;
-        let ng =
+        let circle = st.access.row.id;
+        let (ng, access) =
             self.vault.store().write(|tx| {
+                // The epoch is read in the same transaction that stores the key.
+                let access = self.access_tx(tx, circle)?;
+                let current = access.keys.current;
+                let k = access.keys.cur()?;
                 let max = tx.file_key_max(ino)?;
                 let ng =
                     KeyGen(max.0.max(g.0).checked_add(1).ok_or_else(|| {
                         Error::new(ErrorKind::Internal, "key generations exhausted")
                     })?);
-                let wrapped = k.file_wrap.seal(
-                    &aad::file_key(access.row.id, ino, ng, current),
-                    key.expose(),
-                )?;
+                let wrapped = k
+                    .file_wrap
+                    .seal(&aad::file_key(circle, ino, ng, current), key.expose())?;
                 tx.file_key_insert(ino, ng, current, &wrapped)?;
-                Ok::<_, Error>(ng)
+                Ok::<_, Error>((ng, access))
             })?;
+        let current = access.keys.current;
+        st.access = access;
         st.ciphers.insert(ng, (current, Cipher::new(&key)));
         st.attrs.keygen = ng;
         st.dirty = true;

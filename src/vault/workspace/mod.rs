@@ -280,8 +280,35 @@ impl Workspace {
         let row = tx
             .inode_get(ino)?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
-        let a = self.access(row.circle)?;
+        let a = self.access_tx(tx, row.circle)?;
         Ok((row, a))
+    }
+
+    /// Access to a circle as of the store's current key epoch: if a rotation
+    /// committed since the last refresh, the keys are reloaded now, so
+    /// nothing is ever sealed under an epoch a removed trustee holds.
+    /// Safe inside a transaction (reads through `tx`).
+    pub(super) fn access_tx(&self, tx: &Tx<'_>, c: CircleId) -> Result<Arc<CircleAccess>> {
+        let a = self.access(c)?;
+        let row = tx
+            .circle_by_id(c)?
+            .ok_or_else(|| Error::new(ErrorKind::Forbidden, "the circle was deleted"))?;
+        if row.epoch == a.row.epoch {
+            return Ok(a);
+        }
+        let level = tx
+            .trustee_level(c, self.session.account)?
+            .and_then(TrustLevel::from_i64)
+            .ok_or_else(|| Error::new(ErrorKind::Forbidden, "access to this circle was revoked"))?;
+        let keys = self.vault.circle_keys(tx, &self.session, &row)?;
+        let fresh = Arc::new(CircleAccess {
+            row,
+            name: a.name.clone(),
+            level,
+            keys,
+        });
+        lock(&self.state)?.circles.insert(c, fresh.clone());
+        Ok(fresh)
     }
 
     /// Link count of an inode as stored.
