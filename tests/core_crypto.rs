@@ -12,37 +12,13 @@ mod util;
 use std::time::Instant;
 
 use circlefs::crypto::Key32;
-use circlefs::crypto::kdf::{KdfParams, argon2id_raw};
+use circlefs::crypto::kdf::KdfParams;
 use circlefs::crypto::wrap::KeyPair;
 use circlefs::error::ErrorKind;
 use circlefs::format::aad;
 use circlefs::ids::{AccountId, CircleId, Epoch};
 use rusqlite::types::Value;
 use util::{TestStore, pass, pass_of};
-
-#[test]
-fn rfc9106_argon2id_test_vector() {
-    // RFC 9106 section 5.3 (Argon2id, v=0x13, m=32 KiB, t=3, p=4, secret and AD).
-    let mut out = [0u8; 32];
-    argon2id_raw(
-        &[1u8; 32],
-        &[2u8; 16],
-        KdfParams {
-            m_kib: 32,
-            t: 3,
-            p: 4,
-        },
-        &[3u8; 8],
-        &[4u8; 12],
-        &mut out,
-    )
-    .unwrap();
-    let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        hex,
-        "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"
-    );
-}
 
 #[test]
 fn kdf_profiles_and_bounds() {
