@@ -345,11 +345,62 @@ fn levels_are_enforced_in_the_core() {
     assert_eq!(wm.getattr(f).unwrap_err().kind, ErrorKind::Forbidden);
 }
 
-/// Offline decryption of one block with a set of captured circle keys.
+/// What a removed trustee captured before the removal: every circle key
+/// he could unwrap and every file key those opened in the store as it was.
+struct Captured {
+    circle: CircleId,
+    circle_keys: Vec<(CircleId, Epoch, [u8; 32])>,
+    file_keys: std::collections::HashMap<(i64, u32), [u8; 32]>,
+}
+
+fn wrap_cipher(ck: &[u8; 32]) -> Cipher {
+    Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::FileKeyWrap).unwrap())
+}
+
+/// File-key rows of the store: (ino, keygen, epoch, origin, wrapped).
+fn file_key_rows(c: &Connection) -> Vec<(i64, u32, u32, u32, Vec<u8>)> {
+    c.prepare("SELECT ino, keygen, epoch, origin, wrapped FROM file_keys")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? as u32,
+                r.get::<_, i64>(2)? as u32,
+                r.get::<_, i64>(3)? as u32,
+                r.get(4)?,
+            ))
+        })
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect()
+}
+
+/// Every file key the captured circle keys open in the store `c`.
+fn unwrap_all(
+    c: &Connection,
+    circle: CircleId,
+    keys: &[(CircleId, Epoch, [u8; 32])],
+) -> std::collections::HashMap<(i64, u32), [u8; 32]> {
+    let mut out = std::collections::HashMap::new();
+    for (ino, g, e, o, wrapped) in file_key_rows(c) {
+        for (_, _, ck) in keys.iter().filter(|k| k.0 == circle) {
+            if let Ok(fk) = wrap_cipher(ck).open(
+                &aad::file_key(circle, InodeId(ino), KeyGen(g), Epoch(e), Epoch(o)),
+                &wrapped,
+                "fk",
+            ) {
+                out.insert((ino, g), fk.try_into().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Offline decryption of one block with what was captured plus whatever
+/// the captured circle keys open in the current store.
 fn offline_block(
     c: &Connection,
-    keys: &[(CircleId, Epoch, [u8; 32])],
-    circle: CircleId,
+    cap: &Captured,
     ino: InodeId,
     content: ContentId,
     i: u64,
@@ -359,40 +410,52 @@ fn offline_block(
         Ok(x) => x,
         Err(_) => return false,
     };
-    let Ok((epoch, wrapped)) = c.query_row(
-        "SELECT epoch, wrapped FROM file_keys WHERE ino = ?1 AND keygen = ?2",
-        [ino.0, g.0 as i64],
-        |r| Ok((Epoch(r.get::<_, i64>(0)? as u32), r.get::<_, Vec<u8>>(1)?)),
-    ) else {
-        return false;
-    };
-    for (kc, ke, ck) in keys {
-        if *kc != circle || *ke != epoch {
-            continue;
-        }
-        let wrap = Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::FileKeyWrap).unwrap());
-        let Ok(fk) = wrap.open(
-            &aad::file_key(circle, ino, KeyGen(g.0), epoch),
-            &wrapped,
-            "fk",
-        ) else {
-            continue;
-        };
-        let cipher = Cipher::new(&Key32::from_slice(&fk).unwrap());
+    let mut candidates: Vec<[u8; 32]> = cap
+        .file_keys
+        .get(&(ino.0, g.0))
+        .copied()
+        .into_iter()
+        .collect();
+    candidates.extend(
+        unwrap_all(c, cap.circle, &cap.circle_keys)
+            .get(&(ino.0, g.0))
+            .copied(),
+    );
+    candidates.into_iter().any(|fk| {
+        let cipher = Cipher::new(&Key32::from_bytes(fk));
         let mut out = vec![0u8; BLOCK_SIZE];
-        if cipher
+        cipher
             .open_into(
-                &aad::block(circle, &content, g, BlockIndex(i)),
+                &aad::block(cap.circle, &content, g, BlockIndex(i)),
                 sealed,
                 &mut out,
                 "b",
             )
             .is_ok()
-        {
-            return true;
-        }
-    }
-    false
+    })
+}
+
+/// True when any captured circle key opens any directory-entry name.
+fn any_name_opens(c: &Connection, cap: &Captured) -> bool {
+    let names: Vec<(i64, i64, Vec<u8>)> = c
+        .prepare("SELECT parent, epoch, name_ct FROM dirents")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect();
+    assert!(!names.is_empty());
+    names.iter().any(|(parent, epoch, ct)| {
+        cap.circle_keys.iter().any(|(_, _, ck)| {
+            let nk = Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::Name).unwrap());
+            nk.open(
+                &aad::dirent_name(cap.circle, InodeId(*parent), Epoch(*epoch as u32)),
+                ct,
+                "n",
+            )
+            .is_ok()
+        })
+    })
 }
 
 #[cfg(feature = "test-hooks")]
@@ -411,14 +474,50 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     let wa = ws(&t, "alice");
     let r = root(&wa, "c");
     let old = put(&wa, r, "old", &data(1, 4 * BLOCK_SIZE));
+    wa.setxattr(
+        old,
+        b"user.tag",
+        b"xattr-value",
+        circlefs::vault::workspace::XattrMode::Any,
+    )
+    .unwrap();
     // Bob's mount loads his keys; capture every key he could unwrap.
     let bob_s = Arc::new(t.login("bob"));
     let wb = Workspace::new(t.vault.clone(), bob_s.clone(), false).unwrap();
     assert_eq!(get(&wb, old).unwrap(), data(1, 4 * BLOCK_SIZE));
-    let captured = bob_s.export_keys();
-    assert!(!captured.circles.is_empty());
-    let circle = captured.circles[0].0;
+    let exported = bob_s.export_keys();
+    assert!(!exported.circles.is_empty());
+    let circle = exported.circles[0].0;
+    let c = Connection::open(t.db()).unwrap();
+    let cap = Captured {
+        circle,
+        file_keys: unwrap_all(&c, circle, &exported.circles),
+        circle_keys: exported.circles.clone(),
+    };
+    assert!(
+        !cap.file_keys.is_empty(),
+        "bob could unwrap the old file's key"
+    );
+    assert!(any_name_opens(&c, &cap), "bob could read the names before");
     assert_eq!(ex(&a, "trustee remove c bob"), 200);
+    // In the removal's transaction: the old epoch's keys are destroyed and
+    // every file key, name, record and xattr is on the new epoch.
+    let count = |q: &str| -> i64 { c.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM circle_keys WHERE epoch < 2"), 0);
+    assert_eq!(
+        count(
+            "SELECT (SELECT COUNT(*) FROM file_keys WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM dirents WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM inodes WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM xattrs WHERE epoch != 2)"
+        ),
+        0
+    );
+    assert!(
+        unwrap_all(&c, circle, &cap.circle_keys).is_empty(),
+        "the captured circle keys open no file key of the store any more"
+    );
+    assert!(!any_name_opens(&c, &cap), "nor any name");
     // Bob's live view loses the circle.
     wb.refresh(true).unwrap();
     assert!(wb.circles().unwrap().is_empty());
@@ -430,17 +529,14 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     wa.write(old, BLOCK_SIZE as u64, &data(3, BLOCK_SIZE))
         .unwrap();
     wa.release(old).unwrap();
-    let c = Connection::open(t.db()).unwrap();
     let content = |ino: InodeId| wa.getattr(ino).unwrap().attrs.content;
     let slots = |ino: InodeId| std::fs::read(block_path(&t, ino)).unwrap();
-    let keys = &captured.circles;
     let s_new = slots(new);
     for i in 0..3 {
         assert!(
             !offline_block(
                 &c,
-                keys,
-                circle,
+                &cap,
                 new,
                 content(new),
                 i,
@@ -454,8 +550,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
         .map(|i| {
             offline_block(
                 &c,
-                keys,
-                circle,
+                &cap,
                 old,
                 content(old),
                 i,
@@ -466,40 +561,18 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     assert_eq!(
         readable,
         [true, false, true, true],
-        "only the overwritten block is out of reach; untouched old blocks stay readable (documented)"
+        "only the overwritten block is out of reach; untouched old blocks stay readable \
+         with the file key bob captured before (documented)"
     );
-    // New names are sealed under the new epoch: none opens with captured keys.
-    let names: Vec<(i64, i64, Vec<u8>)> = c
-        .prepare("SELECT parent, epoch, name_ct FROM dirents WHERE ino = ?1")
-        .unwrap()
-        .query_map([new.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(|x| x.unwrap())
-        .collect();
-    assert_eq!(names.len(), 1);
-    for (parent, epoch, ct) in &names {
-        assert_eq!(*epoch, 2);
-        for (_, ke, ck) in keys {
-            let nk = Cipher::new(&derive(&Key32::from_bytes(*ck), Purpose::Name).unwrap());
-            assert!(
-                nk.open(&aad::dirent_name(circle, InodeId(*parent), *ke), ct, "n")
-                    .is_err()
-            );
-            assert!(
-                nk.open(
-                    &aad::dirent_name(circle, InodeId(*parent), Epoch(2)),
-                    ct,
-                    "n"
-                )
-                .is_err()
-            );
-        }
-    }
+    // New and old names alike are sealed under the new epoch.
+    assert!(!any_name_opens(&c, &cap));
     // Alice still reads everything.
     assert_eq!(get(&wa, new).unwrap(), data(2, 3 * BLOCK_SIZE));
     let mut expect = data(1, 4 * BLOCK_SIZE);
     expect[BLOCK_SIZE..2 * BLOCK_SIZE].copy_from_slice(&data(3, BLOCK_SIZE));
     assert_eq!(get(&wa, old).unwrap(), expect);
+    assert_eq!(wa.getxattr(old, b"user.tag").unwrap(), b"xattr-value");
+    assert_eq!(wa.lookup(r, b"old").unwrap().ino, old);
     drop(wa);
 
     // circle rekey --reencrypt: afterwards the captured keys open nothing.
@@ -517,8 +590,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
         assert!(
             !offline_block(
                 &c,
-                keys,
-                circle,
+                &cap,
                 old,
                 content(old),
                 i,
@@ -530,8 +602,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     for i in 0..3 {
         assert!(!offline_block(
             &c,
-            keys,
-            circle,
+            &cap,
             new,
             content(new),
             i,
@@ -547,7 +618,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
         .unwrap();
     assert_eq!(old_epoch_rows, 0, "older epochs' keys are deleted");
     let stale: i64 = c
-        .query_row("SELECT (SELECT COUNT(*) FROM file_keys WHERE epoch != 3) + (SELECT COUNT(*) FROM dirents WHERE epoch != 3) + (SELECT COUNT(*) FROM inodes WHERE epoch != 3)", [], |r| r.get(0))
+        .query_row("SELECT (SELECT COUNT(*) FROM file_keys WHERE epoch != 3 OR origin != 3) + (SELECT COUNT(*) FROM dirents WHERE epoch != 3) + (SELECT COUNT(*) FROM inodes WHERE epoch != 3)", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stale, 0, "nothing references an old epoch");
     for (ino, s) in [(old, &s_old), (new, &s_new)] {
@@ -576,4 +647,61 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     assert_eq!(resp.status.code(), 200, "{}", resp.text());
     let wa = ws(&t, "alice");
     assert_eq!(get(&wa, old).unwrap(), expect);
+}
+
+/// A removal by a sysadmin who is no trustee cannot re-seal (it holds no
+/// circle key): new writes still use the new epoch at once, and the next
+/// session of a remaining trustee finishes the re-seal and destroys the old
+/// epoch's keys.
+#[test]
+fn removal_by_non_trustee_is_finished_by_the_next_trustee_session() {
+    let t = TempStore::new();
+    let a = t.user("alice");
+    t.user("bob");
+    let admin = t.admin();
+    let ex = |s, l: &str| {
+        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
+            .status
+            .code()
+    };
+    assert_eq!(ex(&a, "circle create c"), 200);
+    assert_eq!(ex(&a, "trustee add c bob"), 200);
+    let wa = ws(&t, "alice");
+    let r = root(&wa, "c");
+    let f = put(&wa, r, "f", &data(7, 2 * BLOCK_SIZE));
+    drop(wa);
+    assert_eq!(ex(&admin, "user delete bob"), 200);
+    let c = Connection::open(t.db()).unwrap();
+    let count = |q: &str| -> i64 { c.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM meta WHERE key LIKE 'reseal:%'"),
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM circle_keys WHERE epoch = 1"), 1);
+    // Alice's next session finishes it.
+    let wa = ws(&t, "alice");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM meta WHERE key LIKE 'reseal:%'"),
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM circle_keys WHERE epoch = 1"), 0);
+    assert_eq!(
+        count(
+            "SELECT (SELECT COUNT(*) FROM file_keys WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM dirents WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM inodes WHERE epoch != 2)"
+        ),
+        0
+    );
+    assert_eq!(get(&wa, f).unwrap(), data(7, 2 * BLOCK_SIZE));
+    assert_eq!(wa.lookup(r, b"f").unwrap().ino, f);
+    // The old key generation is not reused: the next write starts a new one.
+    wa.open(f, true, false).unwrap();
+    wa.write(f, 0, b"x").unwrap();
+    wa.release(f).unwrap();
+    assert_eq!(
+        count("SELECT MAX(keygen) FROM file_keys WHERE origin = 2"),
+        2,
+        "a new generation created in epoch 2"
+    );
 }

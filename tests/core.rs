@@ -498,7 +498,10 @@ fn removed_trustee_cannot_unwrap_new_epoch() {
         .read(|tx| t.vault.circle_keys(tx, &w2, &row))
         .unwrap();
     assert_eq!(keys.current, Epoch(2));
-    assert!(keys.epochs.contains_key(&Epoch(1)) && keys.epochs.contains_key(&Epoch(2)));
+    assert!(
+        !keys.epochs.contains_key(&Epoch(1)) && keys.epochs.contains_key(&Epoch(2)),
+        "the old epoch's keys are destroyed by the removal"
+    );
     assert_ne!(
         keys.epoch(Epoch(2)).unwrap().ck.expose(),
         &captured.circles[0].2

@@ -118,6 +118,9 @@ fn nothing_secret_at_rest() {
         200,
     );
     t.expect(&alice, &format!("trustee add {} carol", q(C_GONE)), 200);
+    // Circle keys of the epochs the rekey and removal below destroy.
+    load_keys(&t, &alice);
+    let before_rotation = alice.export_keys();
     t.expect(&alice, &format!("circle rekey {}", q(C_SPACE)), 200);
     t.expect(&alice, &format!("trustee remove {} carol", q(C_DOCS)), 200);
     t.expect(&alice, &format!("circle delete {}", q(C_GONE)), 200);
@@ -149,6 +152,9 @@ fn nothing_secret_at_rest() {
         for (c, e, ck) in k.circles {
             keys.push((format!("circle {c} epoch {e} key via {}", s.name), ck));
         }
+    }
+    for (c, e, ck) in before_rotation.circles {
+        keys.push((format!("circle {c} epoch {e} key (destroyed since)"), ck));
     }
     // Every circle key the old sessions saw too (including the deleted circle's).
     let first_alice_keys = {

@@ -181,11 +181,11 @@ fn trustee_add_codes() {
     assert_eq!(r.status_line(), "200 OK: dave, erin added to docs as admin");
     assert_eq!(wrap_epochs(&t, "dave"), vec![1]);
     assert_eq!(wrap_epochs(&t, "erin"), vec![1]);
-    // A new admin may add; after a rekey, a new trustee receives every epoch.
+    // A new admin may add; after a rekey (old epoch destroyed) a new trustee gets the current one.
     t.expect(&alice, "circle rekey docs", 200);
     t.add_user("frank");
     t.expect(&dave, "trustee add docs frank --level read", 200);
-    assert_eq!(wrap_epochs(&t, "frank"), vec![1, 2]);
+    assert_eq!(wrap_epochs(&t, "frank"), vec![2]);
     let frank = t.login("frank");
     let (row, _, _) = t.vault.my_circles(&frank).unwrap().remove(0);
     let k = t
@@ -193,7 +193,7 @@ fn trustee_add_codes() {
         .store()
         .read(|tx| t.vault.circle_keys(tx, &frank, &row))
         .unwrap();
-    assert_eq!(k.epochs.len(), 2);
+    assert_eq!(k.epochs.len(), 1);
     // An account admin who is not a trustee cannot add.
     t.expect(&t.admin, "trustee add docs admin", 403);
 }
@@ -236,8 +236,8 @@ fn trustee_remove_codes() {
     assert_eq!(r.lines, vec!["epoch: 2"]);
     assert_eq!(r.data["epoch"], 2);
     assert!(wrap_epochs(&t, "bob").is_empty());
-    assert_eq!(wrap_epochs(&t, "alice"), vec![1, 2]);
-    assert_eq!(wrap_epochs(&t, "carol"), vec![1, 2]);
+    assert_eq!(wrap_epochs(&t, "alice"), vec![2]);
+    assert_eq!(wrap_epochs(&t, "carol"), vec![2]);
     t.expect(&bob, "circle info docs", 404);
     t.expect(&alice, "trustee remove docs bob", 404);
     // A read trustee may leave.
@@ -324,8 +324,8 @@ fn circle_set_members_codes() {
         ]
     );
     assert!(wrap_epochs(&t, "carol").is_empty());
-    assert_eq!(wrap_epochs(&t, "dave"), vec![1, 2]);
-    assert_eq!(wrap_epochs(&t, "bob"), vec![1, 2]);
+    assert_eq!(wrap_epochs(&t, "dave"), vec![2]);
+    assert_eq!(wrap_epochs(&t, "bob"), vec![2]);
     // No removal: no rekey.
     t.expect(
         &alice,
@@ -342,12 +342,21 @@ fn circle_rekey_codes() {
     t.expect(&t.login("bob"), "circle rekey docs", 403);
     t.expect(&t.login("dave"), "circle rekey docs", 404);
     t.expect(&alice, "circle rekey", 406);
+    let before = {
+        let (row, _, _) = t.vault.my_circles(&alice).unwrap().remove(0);
+        let k = t
+            .vault
+            .store()
+            .read(|tx| t.vault.circle_keys(tx, &alice, &row))
+            .unwrap();
+        k.epoch(circlefs::ids::Epoch(1)).unwrap().ck.clone()
+    };
     let r = t.expect(&alice, "circle rekey docs", 200);
     assert_eq!(r.status_line(), "200 OK: circle docs is at key epoch 2");
     assert_eq!(r.lines, vec!["epoch: 2"]);
     assert_eq!(r.data["epoch"], 2);
     for who in ["alice", "bob", "carol"] {
-        assert_eq!(wrap_epochs(&t, who), vec![1, 2], "{who}");
+        assert_eq!(wrap_epochs(&t, who), vec![2], "{who}");
     }
     // Keys of the new epoch are distinct and shared by every trustee.
     let (row, _, _) = t.vault.my_circles(&alice).unwrap().remove(0);
@@ -367,9 +376,10 @@ fn circle_rekey_codes() {
         ka.epoch(circlefs::ids::Epoch(2)).unwrap().ck,
         kc.epoch(circlefs::ids::Epoch(2)).unwrap().ck
     );
-    assert_ne!(
-        ka.epoch(circlefs::ids::Epoch(1)).unwrap().ck,
-        ka.epoch(circlefs::ids::Epoch(2)).unwrap().ck
+    assert_ne!(before, ka.epoch(circlefs::ids::Epoch(2)).unwrap().ck);
+    assert!(
+        ka.epoch(circlefs::ids::Epoch(1)).is_err(),
+        "the old epoch's key is destroyed"
     );
 }
 

@@ -243,7 +243,11 @@ fn passphrase_change_rewrites_only_that_accounts_secret() {
     c1.sort();
     c2.sort();
     assert_eq!(c1, c2);
-    assert_eq!(c2.len(), 3, "docs epochs 1 and 2, bobs epoch 1");
+    assert_eq!(
+        c2.len(),
+        2,
+        "docs epoch 2 (epoch 1 destroyed by the rekey), bobs epoch 1"
+    );
 }
 
 /// (circle, epoch, account, wrapped) rows of circle_keys.
@@ -313,9 +317,12 @@ fn removed_trustee_cannot_unwrap_the_new_epoch() {
     assert_eq!(new_keys[0], new_keys[1]);
     assert!(stolen.circles.iter().all(|(_, _, k)| *k != new_keys[0]));
     assert_ne!(stolen.dir_key, new_keys[0]);
-    // Old epoch stays wrapped to the remaining trustees (lazy revocation).
-    let old: Vec<_> = rows.iter().filter(|(_, e, _, _)| *e == 1).collect();
-    assert_eq!(old.len(), 2);
+    // The old epoch's keys are destroyed in the removal's transaction.
+    let old: Vec<_> = rows
+        .iter()
+        .filter(|(c, e, _, _)| *c == row.id.0 && *e == 1)
+        .collect();
+    assert!(old.is_empty());
     // Through the vault: bob's live session lost the circle.
     t.expect(&bob, "circle info docs", 404);
     // (Its cache still holds epoch 1, which it had anyway; the current row asks for epoch 2.)

@@ -21,6 +21,7 @@ const TABLES: &[&str] = &[
     "inodes",
     "dirents",
     "file_keys",
+    "xattrs",
     "changes",
     "meta",
 ];
@@ -54,7 +55,16 @@ fn disarm(t: &TempStore) {
 fn snapshot(t: &TempStore) -> Vec<String> {
     let c = Connection::open(t.db()).unwrap();
     let mut out = Vec::new();
-    for tb in ["circles", "trustees", "circle_keys", "file_keys", "inodes"] {
+    for tb in [
+        "circles",
+        "trustees",
+        "circle_keys",
+        "file_keys",
+        "inodes",
+        "dirents",
+        "xattrs",
+        "meta",
+    ] {
         let mut st = c
             .prepare(&format!("SELECT * FROM {tb} ORDER BY 1, 2"))
             .unwrap();
@@ -110,6 +120,24 @@ fn revocation_is_all_or_nothing_at_every_step() {
         w.open(n.ino, true, false).unwrap();
         w.write(n.ino, 0, &vec![42u8; 10_000]).unwrap();
         w.release(n.ino).unwrap();
+        w.setxattr(
+            n.ino,
+            b"user.k",
+            b"v",
+            circlefs::vault::workspace::XattrMode::Any,
+        )
+        .unwrap();
+        let d = w
+            .create_node(root, b"sub", 0o755, NewNode::Dir, Caller { uid: 0, gid: 0 })
+            .unwrap();
+        w.create_node(
+            d.ino,
+            b"inner",
+            0o644,
+            NewNode::File,
+            Caller { uid: 0, gid: 0 },
+        )
+        .unwrap();
     }
     let before = snapshot(&t);
     let mut step = 1;
@@ -134,10 +162,24 @@ fn revocation_is_all_or_nothing_at_every_step() {
         step += 1;
         assert!(step < 200, "never completed");
     }
-    assert!(step > 3, "the revocation has several write steps ({step})");
+    assert!(step > 10, "the revocation has many write steps ({step})");
     // New epoch: bob is out, alice and carol read, alice writes under epoch 2.
     let info = t.vault.circle_info(&t.login("alice"), "c").unwrap();
     assert_eq!(info.epoch.0, 2);
+    // Everything moved to epoch 2 in that one transaction; epoch 1 is gone.
+    let c = Connection::open(t.db()).unwrap();
+    let stale: i64 = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM circle_keys WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM file_keys WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM dirents WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM xattrs WHERE epoch != 2) \
+             + (SELECT COUNT(*) FROM inodes WHERE epoch != 2)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stale, 0);
     assert_eq!(read_all(&t, "carol"), vec![42u8; 10_000]);
     let wb = Workspace::new(t.vault.clone(), Arc::new(t.login("bob")), false).unwrap();
     assert!(wb.circles().unwrap().is_empty());

@@ -297,9 +297,30 @@ fn revocation_and_deletion_reach_running_mounts() {
         }
         (last_ok, failed_at)
     });
+    // Alice keeps reading, listing and writing through the removal: the
+    // re-seal under the new epoch must never show her an error.
+    let pa = a.path("s");
+    let alice_loop = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < Duration::from_millis(2500) {
+            let v = fs::read(pa.join("doc")).expect("alice reads during the removal");
+            assert_eq!(v.len(), 50_000);
+            let names: Vec<_> = fs::read_dir(&pa)
+                .expect("alice lists during the removal")
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(names.iter().any(|x| x == "doc"));
+            fs::write(pa.join(format!("a{}", n % 5)), n.to_le_bytes())
+                .expect("alice writes during the removal");
+            n += 1;
+        }
+        n
+    });
     std::thread::sleep(Duration::from_millis(300));
     let removed_at = Instant::now();
     assert!(stdout(&t.admin_cli("alice", &["trustee", "remove", "s", "bob"])).starts_with("200"));
+    assert!(alice_loop.join().unwrap() > 5);
     let (last_ok, failed_at) = reader.join().unwrap();
     let failed_at = failed_at.expect("bob's read loop never failed");
     assert!(last_ok.is_some());

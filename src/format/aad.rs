@@ -38,17 +38,32 @@ pub fn circle_name(circle: CircleId) -> Vec<u8> {
     build(b"circlefs/v1/circle-name", &[&circle.to_le()])
 }
 
-/// File content key of one generation wrapped under the circle epoch key.
-pub fn file_key(circle: CircleId, ino: InodeId, keygen: KeyGen, epoch: Epoch) -> Vec<u8> {
-    build(
-        b"circlefs/v1/file-key",
-        &[
-            &circle.to_le(),
-            &ino.to_le(),
-            &keygen.to_le(),
-            &epoch.to_le(),
-        ],
-    )
+/// File content key of one generation wrapped under the circle key of
+/// `epoch`; `origin` is the epoch the key was created in. A key wrapped in
+/// its own epoch uses the original layout; a re-wrapped one (origin older)
+/// also binds the origin, so the store cannot pass an old key off as new.
+pub fn file_key(
+    circle: CircleId,
+    ino: InodeId,
+    keygen: KeyGen,
+    epoch: Epoch,
+    origin: Epoch,
+) -> Vec<u8> {
+    let base = [
+        &circle.to_le()[..],
+        &ino.to_le()[..],
+        &keygen.to_le()[..],
+        &epoch.to_le()[..],
+    ];
+    if origin == epoch {
+        build(b"circlefs/v1/file-key", &base)
+    } else {
+        let o = origin.to_le();
+        build(
+            b"circlefs/v1/file-key-rewrapped",
+            &[base[0], base[1], base[2], base[3], &o[..]],
+        )
+    }
 }
 
 /// Inode attribute record.
@@ -87,6 +102,11 @@ pub fn block(circle: CircleId, content: &ContentId, keygen: KeyGen, index: Block
     a
 }
 
+/// Scope of the name index for an extended attribute name.
+pub fn xattr_scope(circle: CircleId, ino: InodeId) -> Vec<u8> {
+    build(b"xattr", &[&circle.to_le(), &ino.to_le()])
+}
+
 /// Scope of the name index for a directory entry.
 pub fn name_scope(circle: CircleId, parent: InodeId) -> Vec<u8> {
     build(b"dirent", &[&circle.to_le(), &parent.to_le()])
@@ -106,7 +126,8 @@ mod tests {
             dir_key(AccountId(1)),
             circle_key(c, e, AccountId(1)),
             circle_name(c),
-            file_key(c, i, KeyGen(1), e),
+            file_key(c, i, KeyGen(1), e, e),
+            file_key(c, i, KeyGen(1), e, Epoch(0)),
             attrs(c, i, e),
             dirent_name(c, i, e),
             xattr(c, i, e),

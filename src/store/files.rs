@@ -40,6 +40,31 @@ pub struct DirentRow {
     pub ino: InodeId,
 }
 
+/// A wrapped file content key of one generation.
+#[derive(Clone, Debug)]
+pub struct FileKeyRow {
+    /// File.
+    pub ino: InodeId,
+    /// Key generation.
+    pub keygen: KeyGen,
+    /// Epoch whose file-key-wrap subkey sealed `wrapped`.
+    pub epoch: Epoch,
+    /// Epoch the key was created in (kept across re-wraps).
+    pub origin: Epoch,
+    /// Sealed key.
+    pub wrapped: Vec<u8>,
+}
+
+fn file_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileKeyRow> {
+    Ok(FileKeyRow {
+        ino: InodeId(r.get(0)?),
+        keygen: KeyGen(r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32),
+        epoch: epoch(r.get(2)?),
+        origin: epoch(r.get(3)?),
+        wrapped: r.get(4)?,
+    })
+}
+
 fn epoch(v: i64) -> Epoch {
     Epoch(v.clamp(0, u32::MAX as i64) as u32)
 }
@@ -221,32 +246,33 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Store a wrapped file key of a generation.
-    pub fn file_key_insert(
-        &self,
-        ino: InodeId,
-        keygen: KeyGen,
-        epoch: Epoch,
-        wrapped: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Store a wrapped file key of a generation: `epoch` wraps it, `origin`
+    /// is the epoch it was created in.
+    pub fn file_key_insert(&self, k: &FileKeyRow) -> Result<(), StoreError> {
         self.c
-            .prepare_cached("INSERT OR REPLACE INTO file_keys(ino, keygen, epoch, wrapped) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![ino.0, keygen.0, epoch.0, wrapped])?;
+            .prepare_cached(
+                "INSERT OR REPLACE INTO file_keys(ino, keygen, epoch, origin, wrapped) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                k.ino.0, k.keygen.0, k.epoch.0, k.origin.0, k.wrapped
+            ])?;
         Ok(())
     }
 
-    /// Wrapped file key of a generation, with the epoch it is wrapped under.
+    /// Wrapped file key of a generation.
     pub fn file_key_get(
         &self,
         ino: InodeId,
         keygen: KeyGen,
-    ) -> Result<Option<(Epoch, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<FileKeyRow>, StoreError> {
         Ok(self
             .c
-            .prepare_cached("SELECT epoch, wrapped FROM file_keys WHERE ino = ?1 AND keygen = ?2")?
-            .query_row(params![ino.0, keygen.0], |r| {
-                Ok((epoch(r.get(0)?), r.get(1)?))
-            })
+            .prepare_cached(
+                "SELECT ino, keygen, epoch, origin, wrapped FROM file_keys \
+                 WHERE ino = ?1 AND keygen = ?2",
+            )?
+            .query_row(params![ino.0, keygen.0], file_key_row)
             .optional()?)
     }
 
@@ -360,13 +386,14 @@ impl Tx<'_> {
     }
 
     /// True when anything of an inode (record, file keys, child names,
-    /// xattrs) is still sealed under an epoch other than `epoch`.
+    /// xattrs) is still sealed under an epoch other than `epoch`, or a file
+    /// key was created in an older epoch.
     pub fn inode_has_old_epoch(&self, ino: InodeId, epoch: Epoch) -> Result<bool, StoreError> {
         let n: i64 = self
             .c
             .prepare_cached(
                 "SELECT (SELECT COUNT(*) FROM inodes WHERE id = ?1 AND epoch != ?2) \
-             + (SELECT COUNT(*) FROM file_keys WHERE ino = ?1 AND epoch != ?2) \
+             + (SELECT COUNT(*) FROM file_keys WHERE ino = ?1 AND (epoch != ?2 OR origin != ?2)) \
              + (SELECT COUNT(*) FROM dirents WHERE parent = ?1 AND epoch != ?2) \
              + (SELECT COUNT(*) FROM xattrs WHERE ino = ?1 AND epoch != ?2)",
             )?
@@ -384,5 +411,108 @@ impl Tx<'_> {
             "DELETE FROM circle_keys WHERE circle_id = ?1 AND epoch < ?2",
             params![circle.0, epoch.0],
         )?)
+    }
+}
+
+/// Rows fetched per query when walking a whole circle.
+pub const CHUNK: i64 = 1024;
+
+impl Tx<'_> {
+    /// Inode rows of a circle with id > `after`, by id, at most [`CHUNK`].
+    pub fn circle_inodes_after(
+        &self,
+        circle: CircleId,
+        after: InodeId,
+    ) -> Result<Vec<InodeRow>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT id, circle_id, kind, epoch, attrs, seq FROM inodes \
+             WHERE circle_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let v = st
+            .query_map(params![circle.0, after.0, CHUNK], inode_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// Replace an inode's sealed record without counting a change (the
+    /// plaintext is the same; only the sealing epoch differs).
+    pub fn inode_reseal(&self, ino: InodeId, epoch: Epoch, attrs: &[u8]) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached("UPDATE inodes SET epoch = ?2, attrs = ?3 WHERE id = ?1")?
+            .execute(params![ino.0, epoch.0, attrs])?;
+        Ok(())
+    }
+
+    /// Directory entries in directory `parent`, every one.
+    pub fn dirents_of(&self, parent: InodeId) -> Result<Vec<DirentRow>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT parent, name_index, epoch, name_ct, ino FROM dirents WHERE parent = ?1",
+        )?;
+        let v = st
+            .query_map([parent.0], dirent_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// Replace a directory entry's index and sealed name in place.
+    pub fn dirent_reseal(
+        &self,
+        parent: InodeId,
+        old_index: &[u8],
+        new: &DirentRow,
+    ) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached(
+                "UPDATE dirents SET name_index = ?3, epoch = ?4, name_ct = ?5 \
+                 WHERE parent = ?1 AND name_index = ?2",
+            )?
+            .execute(params![
+                parent.0,
+                old_index,
+                new.name_index,
+                new.epoch.0,
+                new.name_ct
+            ])?;
+        Ok(())
+    }
+
+    /// Every file key of an inode.
+    pub fn file_keys_of(&self, ino: InodeId) -> Result<Vec<FileKeyRow>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT ino, keygen, epoch, origin, wrapped FROM file_keys WHERE ino = ?1",
+        )?;
+        let v = st
+            .query_map([ino.0], file_key_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// Replace an xattr row's index and sealed bytes in place.
+    pub fn xattr_reseal(
+        &self,
+        ino: InodeId,
+        old_index: &[u8],
+        new_index: &[u8],
+        epoch: Epoch,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached(
+                "UPDATE xattrs SET name_index = ?3, epoch = ?4, sealed = ?5 \
+                 WHERE ino = ?1 AND name_index = ?2",
+            )?
+            .execute(params![ino.0, old_index, new_index, epoch.0, sealed])?;
+        Ok(())
+    }
+
+    /// Epochs that still have circle-key wraps for a circle.
+    pub fn circle_key_epochs(&self, circle: CircleId) -> Result<Vec<Epoch>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT DISTINCT epoch FROM circle_keys WHERE circle_id = ?1 ORDER BY epoch",
+        )?;
+        let v = st
+            .query_map([circle.0], |r| Ok(epoch(r.get(0)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
     }
 }

@@ -93,4 +93,9 @@ CREATE TABLE changes (
     // 2: a per-inode change counter, so several mounts of one store notice
     // each other's record updates (close-to-open consistency).
     "ALTER TABLE inodes ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
+    // 3: the epoch a file key was created in (`origin`), kept when the key is
+    // re-wrapped under a later epoch, so a key a removed trustee could have
+    // unwrapped is never used for new writes.
+    "ALTER TABLE file_keys ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;\n\
+     UPDATE file_keys SET origin = epoch;",
 ];

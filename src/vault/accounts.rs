@@ -163,7 +163,9 @@ impl Vault {
                 return err(ErrorKind::Forbidden, "you cannot delete your own account");
             }
             for (c, _level) in tx.circles_of(row.id)? {
-                Self::remove_trustee_in_tx(tx, &c, row.id, &row.name)?;
+                let keys = self.keys_if_held(tx, s, &c);
+                Self::drop_trustee_in_tx(tx, &c, row.id, &row.name)?;
+                Self::revoke_in_tx(tx, &c, keys.as_deref())?;
             }
             tx.account_delete(row.id)?;
             tx.change_insert(None, "account", now_secs())?;

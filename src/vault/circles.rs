@@ -256,14 +256,15 @@ impl Vault {
         })
     }
 
-    /// Remove one trustee inside a transaction: refuses to leave no admin,
-    /// deletes their wraps and starts a new epoch for the rest.
-    pub(crate) fn remove_trustee_in_tx(
+    /// Remove one trustee inside a transaction: refuses to leave no admin
+    /// and deletes their trustee row and wraps. The caller then calls
+    /// [`Vault::revoke_in_tx`] once for the circle.
+    pub(crate) fn drop_trustee_in_tx(
         tx: &Tx<'_>,
         c: &CircleRow,
         who: AccountId,
         who_name: &str,
-    ) -> Result<Epoch> {
+    ) -> Result<()> {
         let trustees = tx.trustees_of(c.id)?;
         let Some(t) = trustees.iter().find(|t| t.account == who) else {
             return err(ErrorKind::NotFound, format!("{who_name} is not a trustee"));
@@ -281,12 +282,89 @@ impl Vault {
             return err(ErrorKind::StateConflict, msg);
         }
         tx.trustee_delete(c.id, who)?;
-        Self::rotate_in_tx(tx, c)
+        Ok(())
+    }
+
+    /// The session's keys for a circle if it holds any (a sysadmin who is no
+    /// trustee holds none). Load them before removing anyone.
+    pub(crate) fn keys_if_held(
+        &self,
+        tx: &Tx<'_>,
+        s: &Session,
+        c: &CircleRow,
+    ) -> Option<Arc<CircleKeys>> {
+        self.circle_keys(tx, s, c).ok()
+    }
+
+    /// Revocation, inside the caller's transaction: a new epoch whose key is
+    /// wrapped to the current trustees only; then, when `old` (the
+    /// requester's keys from before the change) can open every older epoch,
+    /// every name, record, xattr and file key of the circle is re-sealed
+    /// under the new epoch and the older epochs' keys are deleted. Otherwise
+    /// (a requester who is no trustee) the circle is marked
+    /// `reseal:<circle>` and the next session of any trustee finishes it;
+    /// meanwhile new writes already use the new epoch.
+    pub(crate) fn revoke_in_tx(
+        tx: &Tx<'_>,
+        c: &CircleRow,
+        old: Option<&CircleKeys>,
+    ) -> Result<Epoch> {
+        let (next, ck) = Self::rotate_in_tx(tx, c)?;
+        let pending = format!("reseal:{}", c.id);
+        match old {
+            Some(k) if super::reseal::covers(tx, c.id, k, next)? => {
+                let new = super::keys::EpochKeys::new(ck)?;
+                super::reseal::reseal_circle(tx, c.id, k, next, &new)?;
+                tx.circle_keys_delete_before(c.id, next)?;
+                tx.meta_delete(&pending)?;
+            }
+            _ => tx.meta_set(&pending, &next.0.to_string())?,
+        }
+        Ok(next)
+    }
+
+    /// Finish the re-seals left pending (see [`Vault::revoke_in_tx`]) of
+    /// every circle whose keys this session holds. Returns how many.
+    pub fn finish_reseals(&self, s: &Session) -> Result<usize> {
+        let circles = self.store.read(|tx| tx.circles_of(s.account))?;
+        let mut done = 0;
+        for (c, _) in circles {
+            let key = format!("reseal:{}", c.id);
+            if self.store.read(|tx| tx.meta_get(&key))?.is_none() {
+                continue;
+            }
+            let finished = self.store.write(|tx| {
+                // Re-read inside the write transaction: another mount may
+                // have finished it.
+                if tx.meta_get(&key)?.is_none() {
+                    return Ok::<_, Error>(false);
+                }
+                let Some(c) = tx.circle_by_id(c.id)? else {
+                    return Ok(false);
+                };
+                let Ok(keys) = self.circle_keys(tx, s, &c) else {
+                    return Ok(false);
+                };
+                if !super::reseal::covers(tx, c.id, &keys, c.epoch)? {
+                    return Ok(false);
+                }
+                super::reseal::reseal_circle(tx, c.id, &keys, c.epoch, keys.cur()?)?;
+                tx.circle_keys_delete_before(c.id, c.epoch)?;
+                tx.meta_delete(&key)?;
+                tx.change_insert(Some(c.id), "reseal", now_secs())?;
+                Ok(true)
+            })?;
+            if finished {
+                done += 1;
+                s.forget_keys(Some(c.id));
+            }
+        }
+        Ok(done)
     }
 
     /// Start a new key epoch: a fresh circle key wrapped to the current
     /// trustees only. Needs no old key: anyone allowed to remove can rotate.
-    pub(crate) fn rotate_in_tx(tx: &Tx<'_>, c: &CircleRow) -> Result<Epoch> {
+    fn rotate_in_tx(tx: &Tx<'_>, c: &CircleRow) -> Result<(Epoch, Key32)> {
         let cur = tx
             .circle_by_id(c.id)?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "circle vanished"))?;
@@ -308,7 +386,7 @@ impl Vault {
         }
         tx.circle_set_epoch(c.id, next)?;
         tx.change_insert(Some(c.id), "rekey", now_secs())?;
-        Ok(next)
+        Ok((next, ck))
     }
 
     /// `trustee remove`: revocation; one transaction per command.
@@ -327,7 +405,7 @@ impl Vault {
                 Op::ManageTrustees
             };
             authorize(&subj, op, &Object::Circle { id: c.id, level })?;
-            let mut epoch = c.epoch;
+            let keys = self.keys_if_held(tx, s, &c);
             let mut seen = Vec::new();
             for u in users {
                 let row = tx.account_by_name(u)?.ok_or_else(|| {
@@ -343,9 +421,10 @@ impl Vault {
                         format!("{u} is not a trustee of {cname}"),
                     );
                 }
-                epoch = Self::remove_trustee_in_tx(tx, &c, row.id, u)?;
+                Self::drop_trustee_in_tx(tx, &c, row.id, u)?;
             }
-            Ok::<_, Error>(epoch)
+            // One new epoch for the whole command.
+            Self::revoke_in_tx(tx, &c, keys.as_deref())
         })?;
         s.forget_keys(None);
         self.store.checkpoint()?;
@@ -448,10 +527,9 @@ impl Vault {
                 }
             }
             if removed {
-                let e = Self::rotate_in_tx(tx, &c)?;
-                // The rotation wrapped the new epoch to everyone present now,
+                // The new epoch is wrapped to everyone present now,
                 // including new members.
-                let _ = e;
+                Self::revoke_in_tx(tx, &c, Some(&keys))?;
             }
             tx.change_insert(Some(c.id), "set-members", now_secs())?;
             Ok::<_, Error>(())
@@ -501,7 +579,8 @@ impl Vault {
     pub fn circle_rekey(&self, s: &Session, cname: &str) -> Result<Epoch> {
         let e = self.store.write(|tx| {
             let c = self.circle_authorized(tx, s, cname, Op::ManageTrustees)?;
-            Self::rotate_in_tx(tx, &c)
+            let keys = self.keys_if_held(tx, s, &c);
+            Self::revoke_in_tx(tx, &c, keys.as_deref())
         })?;
         s.forget_keys(None);
         Ok(e)
@@ -526,7 +605,8 @@ impl Vault {
             let epoch = match pending.and_then(|p| p.parse::<u32>().ok()) {
                 Some(e) if e == c.epoch.0 => c.epoch,
                 _ => {
-                    let e = Self::rotate_in_tx(tx, &c)?;
+                    let keys = self.keys_if_held(tx, &s, &c);
+                    let e = Self::revoke_in_tx(tx, &c, keys.as_deref())?;
                     tx.meta_set(&key, &e.0.to_string())?;
                     e
                 }

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod authorize;
 pub mod circles;
 pub mod keys;
+pub mod reseal;
 pub mod session;
 pub mod workspace;
 
@@ -118,6 +119,7 @@ impl Vault {
             })?;
         let s = Session::new(row.id, row.name.clone(), keys, dir_key)?;
         self.heal_wraps(&s)?;
+        self.finish_reseals(&s)?;
         Ok(s)
     }
 

@@ -27,6 +27,7 @@ pub struct OpenFile {
     opens: u32,
     unlinked: bool,
     file: Option<File>,
+    /// Ciphers by key generation, with the epoch each key was created in.
     ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
     /// Change counter of the record this state was loaded from or last wrote.
     seq: i64,
@@ -105,11 +106,16 @@ impl Workspace {
         if seq == st.seq {
             return Ok(());
         }
-        let row = self
-            .vault
-            .store()
-            .read(|tx| tx.inode_get(ino))?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+        // The record and the circle's keys from one snapshot: a revocation
+        // may have re-sealed it under a new epoch since the last check.
+        let circle = st.access.row.id;
+        let (row, access) = self.vault.store().read(|tx| {
+            let row = tx
+                .inode_get(ino)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+            Ok::<_, Error>((row, self.access_tx(tx, circle)?))
+        })?;
+        st.access = access;
         let mut fresh = st.access.keys.open_attrs(&row)?;
         if st.dirty {
             fresh.mtime = fresh.mtime.max(st.attrs.mtime);
@@ -374,7 +380,7 @@ impl Workspace {
         g: KeyGen,
     ) -> Result<&'a Cipher> {
         if !st.ciphers.contains_key(&g) {
-            let (epoch, wrapped) = self
+            let k = self
                 .vault
                 .store()
                 .read(|tx| tx.file_key_get(ino, g))?
@@ -384,16 +390,16 @@ impl Workspace {
                         format!("no file key for generation {g}"),
                     )
                 })?;
-            let k = st.access.keys.epoch(epoch)?;
-            let raw = k.file_wrap.open(
-                &aad::file_key(st.access.row.id, ino, g, epoch),
-                &wrapped,
+            let ek = st.access.keys.epoch(k.epoch)?;
+            let raw = ek.file_wrap.open(
+                &aad::file_key(st.access.row.id, ino, g, k.epoch, k.origin),
+                &k.wrapped,
                 "file key",
             )?;
             let key = Key32::from_slice(&raw)?;
             let mut raw = raw;
             zeroize::Zeroize::zeroize(&mut raw);
-            st.ciphers.insert(g, (epoch, Cipher::new(&key)));
+            st.ciphers.insert(g, (k.origin, Cipher::new(&key)));
         }
         st.ciphers
             .get(&g)
@@ -401,9 +407,10 @@ impl Workspace {
             .ok_or_else(|| Error::new(ErrorKind::Internal, "cipher cache"))
     }
 
-    /// Make sure the file's current generation is wrapped under the circle's
+    /// Make sure the file's current generation was created in the circle's
     /// current epoch; otherwise start a new generation (after a revocation,
-    /// nothing new is written under a key a removed trustee could hold).
+    /// nothing new is written under a key a removed trustee could hold, even
+    /// though the old key is now re-wrapped under the new epoch).
     fn ensure_write_key(&self, ino: InodeId, st: &mut OpenFile) -> Result<KeyGen> {
         let current = st.access.keys.current;
         let g = st.attrs.keygen;
@@ -437,10 +444,17 @@ impl Workspace {
                     KeyGen(max.0.max(g.0).checked_add(1).ok_or_else(|| {
                         Error::new(ErrorKind::Internal, "key generations exhausted")
                     })?);
-                let wrapped = k
-                    .file_wrap
-                    .seal(&aad::file_key(circle, ino, ng, current), key.expose())?;
-                tx.file_key_insert(ino, ng, current, &wrapped)?;
+                let wrapped = k.file_wrap.seal(
+                    &aad::file_key(circle, ino, ng, current, current),
+                    key.expose(),
+                )?;
+                tx.file_key_insert(&crate::store::files::FileKeyRow {
+                    ino,
+                    keygen: ng,
+                    epoch: current,
+                    origin: current,
+                    wrapped,
+                })?;
                 Ok::<_, Error>((ng, access))
             })?;
         let current = access.keys.current;

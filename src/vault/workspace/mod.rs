@@ -172,6 +172,11 @@ impl Workspace {
         if !force && latest == last {
             return Ok(false);
         }
+        // A removal made by someone holding no circle key leaves the
+        // re-seal to a trustee: do it now if that is us.
+        if let Err(e) = self.vault.finish_reseals(&self.session) {
+            log::warn!("pending re-seal not finished: {e}");
+        }
         let mut fresh = HashMap::new();
         for (row, name, level) in self.vault.my_circles(&self.session)? {
             let keys = self

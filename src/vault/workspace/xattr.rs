@@ -39,10 +39,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 fn scope(a: &CircleAccess, ino: InodeId) -> Vec<u8> {
-    let mut s = b"xattr".to_vec();
-    s.extend_from_slice(&a.row.id.to_le());
-    s.extend_from_slice(&ino.to_le());
-    s
+    crate::format::aad::xattr_scope(a.row.id, ino)
 }
 
 impl Workspace {
