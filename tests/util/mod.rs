@@ -186,6 +186,11 @@ impl Mount {
         if !opts.is_empty() {
             c.arg("-o").arg(opts.join(","));
         }
+        // Debugging aid: CIRCLEFS_TEST_LOGDIR=/dir keeps each daemon's log.
+        if let Some(d) = std::env::var_os("CIRCLEFS_TEST_LOGDIR") {
+            c.arg("--log-file")
+                .arg(Path::new(&d).join(format!("{user}.log")));
+        }
         let o = c.output().unwrap();
         assert!(
             o.status.success(),

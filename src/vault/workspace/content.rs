@@ -132,7 +132,7 @@ impl Workspace {
         let circle = st.access.row.id;
         let (seq, access) = self.vault.store().write(|tx| {
             let access = self.access_tx(tx, circle)?;
-            Ok::<_, Error>((Self::save_attrs(tx, &access, ino, &attrs)?, access))
+            Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
         })?;
         st.seq = seq;
         st.access = access;
@@ -221,16 +221,18 @@ impl Workspace {
             let access = st.access.clone();
             self.vault
                 .store()
-                .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+                .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
             return Ok(());
         }
         self.vault.store().write(|tx| {
             let row = tx
                 .inode_get(ino)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
+            // Keys as of this transaction (a revocation may have re-sealed).
+            let a = self.access_tx(tx, a.row.id)?;
             let mut attrs = a.keys.open_attrs(&row)?;
             f(&mut attrs)?;
-            Self::save_attrs(tx, a, ino, &attrs)?;
+            self.save_attrs(tx, &a, ino, &attrs)?;
             Ok(())
         })
     }
@@ -334,7 +336,7 @@ impl Workspace {
         let access = st.access.clone();
         self.vault
             .store()
-            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+            .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
         if sync {
             self.vault.store().sync()?;
@@ -380,16 +382,19 @@ impl Workspace {
         g: KeyGen,
     ) -> Result<&'a Cipher> {
         if !st.ciphers.contains_key(&g) {
-            let k = self
-                .vault
-                .store()
-                .read(|tx| tx.file_key_get(ino, g))?
-                .ok_or_else(|| {
+            // The wrapped key and the circle keys from one snapshot: a
+            // revocation may have re-wrapped it under a new epoch.
+            let circle = st.access.row.id;
+            let (k, access) = self.vault.store().read(|tx| {
+                let k = tx.file_key_get(ino, g)?.ok_or_else(|| {
                     Error::new(
                         ErrorKind::Integrity,
                         format!("no file key for generation {g}"),
                     )
                 })?;
+                Ok::<_, Error>((k, self.access_tx(tx, circle)?))
+            })?;
+            st.access = access;
             let ek = st.access.keys.epoch(k.epoch)?;
             let raw = ek.file_wrap.open(
                 &aad::file_key(st.access.row.id, ino, g, k.epoch, k.origin),
@@ -727,7 +732,7 @@ impl Workspace {
         // pointing at blocks that are gone.
         self.vault
             .store()
-            .write(|tx| Self::save_attrs(tx, &access, ino, &attrs))?;
+            .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
         if let Some(nb) = cut
             && let Some(f) = self.block_file(ino, &mut st, false)?

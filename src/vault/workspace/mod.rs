@@ -343,7 +343,16 @@ impl Workspace {
     }
 
     /// Save an inode's attributes (sealed under the current epoch).
-    fn save_attrs(tx: &Tx<'_>, a: &CircleAccess, ino: InodeId, attrs: &Attrs) -> Result<i64> {
+    fn save_attrs(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        ino: InodeId,
+        attrs: &Attrs,
+    ) -> Result<i64> {
+        // Sealed under the epoch current in this transaction, whatever `a`
+        // was loaded as (never under an epoch a revocation has retired).
+        let a = self.access_tx(tx, a.row.id)?;
         let (e, sealed) = a.keys.seal_attrs(ino, attrs)?;
         Ok(tx.inode_update(ino, e, &sealed)?)
     }

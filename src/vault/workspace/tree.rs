@@ -246,11 +246,11 @@ impl Workspace {
                 extents: Extents::default(),
                 target,
             };
-            Self::save_attrs(tx, &a, ino, &attrs)?;
+            self.save_attrs(tx, &a, ino, &attrs)?;
             tx.dirent_insert(&self.new_dirent(&a, parent, nm, ino)?)?;
             pattrs.mtime = now;
             pattrs.ctime = now;
-            Self::save_attrs(tx, &a, parent, &pattrs)?;
+            self.save_attrs(tx, &a, parent, &pattrs)?;
             let nlink = if kind == Kind::Dir { 2 } else { 1 };
             Ok(Node { ino, attrs, nlink })
         })
@@ -291,7 +291,7 @@ impl Workspace {
             let now = Time::now();
             pattrs.mtime = now;
             pattrs.ctime = now;
-            Self::save_attrs(tx, &a, parent, &pattrs)?;
+            self.save_attrs(tx, &a, parent, &pattrs)?;
             let remaining = tx.dirent_links(d.ino)?;
             if remaining == 0 && !self.is_open(d.ino)? {
                 tx.inode_delete(d.ino)?;
@@ -419,11 +419,11 @@ impl Workspace {
             let now = Time::now();
             pa.mtime = now;
             pa.ctime = now;
-            Self::save_attrs(tx, &a, parent, &pa)?;
+            self.save_attrs(tx, &a, parent, &pa)?;
             if newparent != parent {
                 pb.mtime = now;
                 pb.ctime = now;
-                Self::save_attrs(tx, &a, newparent, &pb)?;
+                self.save_attrs(tx, &a, newparent, &pb)?;
             }
             Ok((a.clone(), Some(src.ino), replaced))
         })?;
@@ -469,7 +469,7 @@ impl Workspace {
             let now = Time::now();
             pb.mtime = now;
             pb.ctime = now;
-            Self::save_attrs(tx, &a, newparent, &pb)?;
+            self.save_attrs(tx, &a, newparent, &pb)?;
             Ok::<_, Error>(a)
         })?;
         self.touch_ctime(&a, ino)?;
