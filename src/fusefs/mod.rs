@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::{Error, ErrorKind};
@@ -27,9 +27,17 @@ use crate::vault::workspace::{Caller, NewNode, Node, RenameMode, SetAttr, Worksp
 use attr::{CTL_DIR, CTL_FILE, INO_OFFSET, ROOT, to_attr, virtual_attr, walltime};
 use ctl::CtlHandle;
 
-/// Attribute and entry cache time. Zero: every stat reaches the daemon, so
-/// changes made through other names, mounts or the control file show at once.
-const TTL: Duration = Duration::ZERO;
+/// Attribute and entry cache time of store inodes. Changes made through
+/// this mount update the kernel's cache as they happen; for changes made by
+/// other mounts, `open` drops the inode's cached attributes (close-to-open),
+/// a lost circle is invalidated by the change poll, and otherwise a stat may
+/// be up to this old.
+const TTL: Duration = Duration::from_secs(1);
+/// Cache time of the virtual nodes (root, `.circlefs`, `control`): none, so
+/// membership changes and per-handle control responses show at once.
+const VTTL: Duration = Duration::ZERO;
+/// Entries looked at per READDIRPLUS request (the reply buffer bounds it too).
+const READDIRPLUS_BATCH: usize = 256;
 /// Name of the virtual directory at the top of the mount.
 pub const CTL_DIR_NAME: &str = ".circlefs";
 /// Name of the control file inside it.
@@ -171,9 +179,7 @@ impl CircleFs {
         if let Err(e) = self.ws.refresh(true) {
             log::warn!("refresh after a control command failed: {e}");
         }
-        if let Some(n) = self.notifier.get() {
-            let _ = n.inval_inode(INodeNo(ROOT), 0, 0);
-        }
+        invalidate_membership(&self.ws, &self.notifier);
     }
 
     fn create_in(
@@ -198,6 +204,14 @@ impl CircleFs {
 impl Filesystem for CircleFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        // READDIRPLUS when the kernel thinks it pays (ls -l, find, du), and
+        // lookups in one directory in parallel (the workspace locks itself).
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_PARALLEL_DIROPS,
+        );
         Ok(())
     }
 
@@ -211,7 +225,7 @@ impl Filesystem for CircleFs {
         match parent.0 {
             ROOT => {
                 if name.as_bytes() == CTL_DIR_NAME.as_bytes() {
-                    return reply.entry(&TTL, &self.ctl_dir_attr(), Generation(0));
+                    return reply.entry(&VTTL, &self.ctl_dir_attr(), Generation(0));
                 }
                 let found = self.ws.circles().map(|cs| {
                     cs.into_iter()
@@ -225,7 +239,7 @@ impl Filesystem for CircleFs {
             }
             CTL_DIR => {
                 if name.as_bytes() == CTL_FILE_NAME.as_bytes() {
-                    reply.entry(&TTL, &self.ctl_file_attr(), Generation(0));
+                    reply.entry(&VTTL, &self.ctl_file_attr(), Generation(0));
                 } else {
                     reply.error(Errno::ENOENT);
                 }
@@ -240,7 +254,7 @@ impl Filesystem for CircleFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(a) = self.virtual_attr(ino) {
-            return reply.attr(&TTL, &a);
+            return reply.attr(&VTTL, &a);
         }
         match store_ino(ino).map(|i| self.ws.getattr(i)) {
             Some(Ok(n)) => reply.attr(&TTL, &to_attr(&n)),
@@ -269,7 +283,7 @@ impl Filesystem for CircleFs {
     ) {
         if ino.0 == CTL_FILE {
             // `echo ... > control` truncates first: accepted, nothing to change.
-            return reply.attr(&TTL, &self.ctl_file_attr());
+            return reply.attr(&VTTL, &self.ctl_file_attr());
         }
         let Some(i) = store_ino(ino) else {
             return reply.error(Errno::EPERM);
@@ -424,6 +438,12 @@ impl Filesystem for CircleFs {
                     ino: i,
                     append: flags.0 & libc::O_APPEND != 0,
                 });
+                // Close-to-open: another mount may have changed the file
+                // since the kernel cached its attributes (the pages are
+                // dropped anyway: no FOPEN_KEEP_CACHE). Attributes only.
+                if let Some(n) = self.notifier.get() {
+                    let _ = n.inval_inode(ino, -1, 0);
+                }
                 reply.opened(fh, FopenFlags::empty());
             }
             Err(e) => reply.error(errno(&e)),
@@ -658,10 +678,57 @@ impl Filesystem for CircleFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        reply: ReplyDirectoryPlus,
+        mut reply: ReplyDirectoryPlus,
     ) {
-        let _ = (req, ino, fh, offset);
-        reply.error(Errno::ENOSYS);
+        let _ = req;
+        // Entries with their attributes (ls -l, find, du): the kernel caches
+        // both, so no LOOKUP/GETATTR follows per entry.
+        let batch: Vec<(u64, Vec<u8>)> = {
+            let Ok(hs) = self.handles.lock() else {
+                return reply.error(Errno::EIO);
+            };
+            let Some(Handle::Dir(v)) = hs.get(&fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
+            v.iter()
+                .skip(offset as usize)
+                .take(READDIRPLUS_BATCH)
+                .map(|(i, _, n)| (*i, n.clone()))
+                .collect()
+        };
+        let dir = store_ino(ino);
+        for (k, (i, name)) in batch.iter().enumerate() {
+            let dot = name.as_slice() == b"." || name.as_slice() == b"..";
+            let (ttl, attr) = match (self.virtual_attr(INodeNo(*i)), store_ino(INodeNo(*i))) {
+                (Some(a), _) => (VTTL, a),
+                // The listing was taken at opendir: look the name up again so
+                // the kernel never caches a name that was renamed or deleted
+                // since (it would then resolve to the wrong inode).
+                (None, Some(s)) => match dir.filter(|_| !dot) {
+                    Some(d) => match self.ws.lookup(d, name) {
+                        Ok(n) if n.ino == s => (TTL, to_attr(&n)),
+                        _ => continue,
+                    },
+                    None => match self.ws.getattr(s) {
+                        Ok(n) => (TTL, to_attr(&n)),
+                        Err(_) => continue,
+                    },
+                },
+                (None, None) => continue,
+            };
+            let next = offset + k as u64 + 1;
+            if reply.add(
+                INodeNo(*i),
+                next,
+                OsStr::from_bytes(name),
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn releasedir(
@@ -855,13 +922,24 @@ impl CircleFs {
 /// circle set changed. Called periodically by the daemon.
 pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
     match ws.refresh(false) {
-        Ok(true) => {
-            if let Some(n) = notifier.get() {
-                let _ = n.inval_inode(INodeNo(ROOT), 0, 0);
-            }
-        }
+        Ok(true) => invalidate_membership(ws, notifier),
         Ok(false) => {}
         Err(e) => log::warn!("change poll failed: {e}"),
+    }
+}
+
+/// Drop what the kernel caches of the circle list and of circles this mount
+/// lost: the root's attributes, the lost circles' entries, and the
+/// attributes and pages of their loaded files (the next access reaches the
+/// daemon and fails).
+fn invalidate_membership(ws: &Workspace, notifier: &OnceLock<Notifier>) {
+    let Some(n) = notifier.get() else { return };
+    let _ = n.inval_inode(INodeNo(ROOT), 0, 0);
+    for ev in ws.take_evicted() {
+        let _ = n.inval_entry(INodeNo(ROOT), OsStr::new(&ev.name.0));
+        for i in ev.root.into_iter().chain(ev.files) {
+            let _ = n.inval_inode(INodeNo(fuse_ino(i)), 0, 0);
+        }
     }
 }
 

@@ -168,13 +168,8 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.lock()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::from)?;
-        let out = f(&Tx::new(&tx))?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        let conn = self.lock()?;
+        in_tx(&conn, "BEGIN DEFERRED", f)
     }
 
     /// Run `f` in one write transaction (BEGIN IMMEDIATE); committed only if
@@ -183,13 +178,8 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.lock()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let out = f(&Tx::new(&tx))?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        let conn = self.lock()?;
+        in_tx(&conn, "BEGIN IMMEDIATE", f)
     }
 
     /// Relax durability for a mount's connection: commits are ordered but
@@ -235,4 +225,36 @@ pub fn set_mode(p: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+/// Run `f` between `begin` and COMMIT (ROLLBACK when `f` or the commit
+/// fails). The three statements are cached: no SQL is parsed per call.
+fn in_tx<T, E: From<StoreError>>(
+    conn: &Connection,
+    begin: &str,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let run = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
+    run(begin)?;
+    let out = match f(&Tx::new(conn)) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(re) = run("ROLLBACK") {
+                log::error!("rollback failed: {re}");
+            }
+            return Err(e);
+        }
+    };
+    if let Err(ce) = run("COMMIT") {
+        if !conn.is_autocommit()
+            && let Err(re) = run("ROLLBACK")
+        {
+            log::error!("rollback failed: {re}");
+        }
+        return Err(ce.into());
+    }
+    Ok(out)
 }

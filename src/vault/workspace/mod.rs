@@ -76,6 +76,20 @@ struct State {
     circles: HashMap<CircleId, Arc<CircleAccess>>,
     last_change: i64,
     checked: Option<Instant>,
+    /// Circles lost since the adapter last asked (see [`Workspace::take_evicted`]).
+    evicted: Vec<Evicted>,
+}
+
+/// A circle this mount lost (revoked or deleted): what the kernel may
+/// still cache of it.
+#[derive(Clone, Debug)]
+pub struct Evicted {
+    /// Its top-level directory name.
+    pub name: CircleName,
+    /// Its root directory.
+    pub root: Option<InodeId>,
+    /// Files of it that were loaded (open or recently used).
+    pub files: Vec<InodeId>,
 }
 
 /// The file layer of one mount.
@@ -111,6 +125,7 @@ impl Workspace {
                 circles: HashMap::new(),
                 last_change: -1,
                 checked: None,
+                evicted: Vec::new(),
             }),
             open: Mutex::new(HashMap::new()),
             read_only,
@@ -213,19 +228,50 @@ impl Workspace {
             .filter(|id| !fresh.contains_key(id))
             .copied()
             .collect();
+        let mut evicted: Vec<Evicted> = Vec::new();
         for id in &lost {
             self.session.forget_keys(Some(*id));
+            if let Some(a) = st.circles.get(id) {
+                evicted.push(Evicted {
+                    name: a.name.clone(),
+                    root: a.row.root,
+                    files: Vec::new(),
+                });
+            }
         }
         st.circles = fresh;
         st.last_change = latest;
         drop(st);
         if !lost.is_empty() {
-            lock(&self.open)?.retain(|_, f| match f.try_lock() {
-                Ok(of) => !lost.contains(&of.circle()),
+            let mut files: Vec<(CircleId, InodeId)> = Vec::new();
+            lock(&self.open)?.retain(|ino, f| match f.try_lock() {
+                Ok(of) => {
+                    let gone = lost.contains(&of.circle());
+                    if gone {
+                        files.push((of.circle(), *ino));
+                    }
+                    !gone
+                }
                 Err(_) => true,
             });
+            for (ev, id) in evicted.iter_mut().zip(lost.iter()) {
+                ev.files = files
+                    .iter()
+                    .filter(|(c, _)| c == id)
+                    .map(|(_, i)| *i)
+                    .collect();
+            }
+            lock(&self.state)?.evicted.extend(evicted);
         }
         Ok(changed)
+    }
+
+    /// Circles lost since the last call, for the adapter to drop the
+    /// kernel's cached entries, attributes and pages of them.
+    pub fn take_evicted(&self) -> Vec<Evicted> {
+        lock(&self.state)
+            .map(|mut st| std::mem::take(&mut st.evicted))
+            .unwrap_or_default()
     }
 
     /// Circles shown at the top of the mount.
