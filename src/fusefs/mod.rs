@@ -205,13 +205,11 @@ impl Filesystem for CircleFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
-        // READDIRPLUS when the kernel thinks it pays (ls -l, find, du), and
-        // lookups in one directory in parallel (the workspace locks itself).
-        let _ = config.add_capabilities(
-            InitFlags::FUSE_DO_READDIRPLUS
-                | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS,
-        );
+        // Always READDIRPLUS (a listing is nearly always followed by stats:
+        // ls -l, find, du, git status), and lookups in one directory in
+        // parallel (the workspace locks itself).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
 

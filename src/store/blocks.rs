@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{BLOCKS_DIR, Store, StoreError};
 use crate::format::block::SLOT;
@@ -56,24 +56,26 @@ impl Store {
     /// when it does not exist and `create` is false.
     pub fn block_open(&self, ino: InodeId, create: bool) -> Result<Option<File>, StoreError> {
         let p = self.block_path(ino);
-        match OpenOptions::new().read(true).write(true).open(&p) {
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .mode(0o600)
+                .open(p)
+        };
+        match open(&p) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                // The first file of its fan-out directory: make the directory.
                 if let Some(dir) = p.parent() {
                     std::fs::DirBuilder::new()
                         .recursive(true)
                         .mode(0o700)
                         .create(dir)?;
                 }
-                Ok(Some(
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .mode(0o600)
-                        .open(&p)?,
-                ))
+                Ok(Some(open(&p)?))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),

@@ -157,7 +157,8 @@ impl Tx<'_> {
     pub fn inode_count(&self) -> Result<i64, StoreError> {
         Ok(self
             .c
-            .query_row("SELECT COUNT(*) FROM inodes", [], |r| r.get(0))?)
+            .prepare_cached("SELECT COUNT(*) FROM inodes")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Insert a directory entry (fails with a constraint error on a duplicate index).
@@ -356,7 +357,7 @@ impl Tx<'_> {
     /// Inodes of no directory entry that are not a circle root (left by a
     /// crash while a deleted file was still open).
     pub fn orphan_inodes(&self) -> Result<Vec<InodeId>, StoreError> {
-        let mut st = self.c.prepare(
+        let mut st = self.c.prepare_cached(
             "SELECT i.id FROM inodes i WHERE NOT EXISTS (SELECT 1 FROM dirents d WHERE d.ino = i.id) \
              AND NOT EXISTS (SELECT 1 FROM circles c WHERE c.root_ino = i.id)",
         )?;
@@ -407,10 +408,10 @@ impl Tx<'_> {
         circle: CircleId,
         epoch: Epoch,
     ) -> Result<usize, StoreError> {
-        Ok(self.c.execute(
-            "DELETE FROM circle_keys WHERE circle_id = ?1 AND epoch < ?2",
-            params![circle.0, epoch.0],
-        )?)
+        Ok(self
+            .c
+            .prepare_cached("DELETE FROM circle_keys WHERE circle_id = ?1 AND epoch < ?2")?
+            .execute(params![circle.0, epoch.0])?)
     }
 }
 

@@ -52,6 +52,8 @@ impl std::fmt::Debug for Store {
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // Every query of the store is a cached statement: no SQL parsed per call.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -148,33 +148,31 @@ impl Tx<'_> {
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .c
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     /// Set a meta value.
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.c.execute(
-            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
+        self.c.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?.execute(params![key, value])?;
         Ok(())
     }
 
     /// Delete a meta value.
     pub fn meta_delete(&self, key: &str) -> Result<(), StoreError> {
-        self.c.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        self.c
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+            .execute([key])?;
         Ok(())
     }
 
     /// Insert an account with empty sealed secret and dir-key wrap (filled by
     /// `account_set_keys` once the id is known, since their AAD binds it).
     pub fn account_insert(&self, a: &NewAccount<'_>) -> Result<AccountId, StoreError> {
-        self.c.execute(
-            "INSERT INTO accounts(name, given_name, family_name, email, may_change_password, user_admin, \
+        self.c.prepare_cached("INSERT INTO accounts(name, given_name, family_name, email, may_change_password, user_admin, \
              sysadmin, kdf_m, kdf_t, kdf_p, salt, sealed_secret, public_key, dir_key_wrap, created) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, x'', ?12, x'', ?13)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, x'', ?12, x'', ?13)")?.execute(params![
                 a.name,
                 a.given_name,
                 a.family_name,
@@ -188,8 +186,7 @@ impl Tx<'_> {
                 a.salt,
                 a.public_key,
                 a.created
-            ],
-        )?;
+            ])?;
         Ok(AccountId(self.c.last_insert_rowid()))
     }
 
@@ -200,10 +197,11 @@ impl Tx<'_> {
         sealed: &[u8],
         dir_key_wrap: &[u8],
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE accounts SET sealed_secret = ?2, dir_key_wrap = ?3 WHERE id = ?1",
-            params![id.0, sealed, dir_key_wrap],
-        )?;
+        self.c
+            .prepare_cached(
+                "UPDATE accounts SET sealed_secret = ?2, dir_key_wrap = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id.0, sealed, dir_key_wrap])?;
         Ok(())
     }
 
@@ -215,19 +213,18 @@ impl Tx<'_> {
         salt: &[u8],
         sealed: &[u8],
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6 WHERE id = ?1",
-            params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed],
-        )?;
+        self.c.prepare_cached("UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6 WHERE id = ?1")?.execute(params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed])?;
         Ok(())
     }
 
     /// Update person fields and flags.
     pub fn account_update(&self, a: &AccountRow) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE accounts SET given_name = ?2, family_name = ?3, email = ?4, verified = ?5, \
+        self.c
+            .prepare_cached(
+                "UPDATE accounts SET given_name = ?2, family_name = ?3, email = ?4, verified = ?5, \
              may_change_password = ?6, user_admin = ?7 WHERE id = ?1",
-            params![
+            )?
+            .execute(params![
                 a.id.0,
                 a.given_name,
                 a.family_name,
@@ -235,21 +232,28 @@ impl Tx<'_> {
                 a.verified as i64,
                 a.may_change_password as i64,
                 a.user_admin as i64
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Account by name.
     pub fn account_by_name(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1");
-        Ok(self.c.query_row(&sql, [name], account_row).optional()?)
+        Ok(self
+            .c
+            .prepare_cached(&sql)?
+            .query_row([name], account_row)
+            .optional()?)
     }
 
     /// Account by id.
     pub fn account_by_id(&self, id: AccountId) -> Result<Option<AccountRow>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1");
-        Ok(self.c.query_row(&sql, [id.0], account_row).optional()?)
+        Ok(self
+            .c
+            .prepare_cached(&sql)?
+            .query_row([id.0], account_row)
+            .optional()?)
     }
 
     /// Accounts matching `query` (substring of name, person fields or e-mail,
@@ -271,15 +275,14 @@ impl Tx<'_> {
         });
         let filter = "(?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR given_name LIKE ?1 ESCAPE '\\' \
              OR family_name LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\') AND (?2 = 0 OR verified = 1)";
-        let total: i64 = self.c.query_row(
-            &format!("SELECT COUNT(*) FROM accounts WHERE {filter}"),
-            params![pattern, verified_only as i64],
-            |r| r.get(0),
-        )?;
+        let total: i64 = self
+            .c
+            .prepare_cached(&format!("SELECT COUNT(*) FROM accounts WHERE {filter}"))?
+            .query_row(params![pattern, verified_only as i64], |r| r.get(0))?;
         let sql = format!(
             "SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} ORDER BY name LIMIT ?3 OFFSET ?4"
         );
-        let mut st = self.c.prepare(&sql)?;
+        let mut st = self.c.prepare_cached(&sql)?;
         let rows = st
             .query_map(
                 params![pattern, verified_only as i64, count, start],
@@ -292,62 +295,69 @@ impl Tx<'_> {
     /// Delete an account (its trustee and key rows cascade).
     pub fn account_delete(&self, id: AccountId) -> Result<(), StoreError> {
         self.c
-            .execute("DELETE FROM accounts WHERE id = ?1", [id.0])?;
+            .prepare_cached("DELETE FROM accounts WHERE id = ?1")?
+            .execute([id.0])?;
         Ok(())
     }
 
     /// Insert a circle with a placeholder name (sealed once the id is known).
     pub fn circle_insert(&self, name_index: &[u8], created: i64) -> Result<CircleId, StoreError> {
-        self.c.execute(
-            "INSERT INTO circles(name_index, name_ct, epoch, created) VALUES (?1, x'', 1, ?2)",
-            params![name_index, created],
-        )?;
+        self.c
+            .prepare_cached(
+                "INSERT INTO circles(name_index, name_ct, epoch, created) VALUES (?1, x'', 1, ?2)",
+            )?
+            .execute(params![name_index, created])?;
         Ok(CircleId(self.c.last_insert_rowid()))
     }
 
     /// Set a circle's sealed name.
     pub fn circle_set_name(&self, id: CircleId, name_ct: &[u8]) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE circles SET name_ct = ?2 WHERE id = ?1",
-            params![id.0, name_ct],
-        )?;
+        self.c
+            .prepare_cached("UPDATE circles SET name_ct = ?2 WHERE id = ?1")?
+            .execute(params![id.0, name_ct])?;
         Ok(())
     }
 
     /// Set a circle's root inode.
     pub fn circle_set_root(&self, id: CircleId, root: InodeId) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE circles SET root_ino = ?2 WHERE id = ?1",
-            params![id.0, root.0],
-        )?;
+        self.c
+            .prepare_cached("UPDATE circles SET root_ino = ?2 WHERE id = ?1")?
+            .execute(params![id.0, root.0])?;
         Ok(())
     }
 
     /// Set a circle's current epoch.
     pub fn circle_set_epoch(&self, id: CircleId, epoch: Epoch) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE circles SET epoch = ?2 WHERE id = ?1",
-            params![id.0, epoch.0],
-        )?;
+        self.c
+            .prepare_cached("UPDATE circles SET epoch = ?2 WHERE id = ?1")?
+            .execute(params![id.0, epoch.0])?;
         Ok(())
     }
 
     /// Circle by name index.
     pub fn circle_by_index(&self, idx: &[u8]) -> Result<Option<CircleRow>, StoreError> {
         let sql = format!("SELECT {CIRCLE_COLS} FROM circles c WHERE c.name_index = ?1");
-        Ok(self.c.query_row(&sql, [idx], circle_row).optional()?)
+        Ok(self
+            .c
+            .prepare_cached(&sql)?
+            .query_row([idx], circle_row)
+            .optional()?)
     }
 
     /// Circle by id.
     pub fn circle_by_id(&self, id: CircleId) -> Result<Option<CircleRow>, StoreError> {
         let sql = format!("SELECT {CIRCLE_COLS} FROM circles c WHERE c.id = ?1");
-        Ok(self.c.query_row(&sql, [id.0], circle_row).optional()?)
+        Ok(self
+            .c
+            .prepare_cached(&sql)?
+            .query_row([id.0], circle_row)
+            .optional()?)
     }
 
     /// Every circle.
     pub fn circle_list(&self) -> Result<Vec<CircleRow>, StoreError> {
         let sql = format!("SELECT {CIRCLE_COLS} FROM circles c ORDER BY c.id");
-        let mut st = self.c.prepare(&sql)?;
+        let mut st = self.c.prepare_cached(&sql)?;
         let rows = st
             .query_map([], circle_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -360,7 +370,7 @@ impl Tx<'_> {
             "SELECT {CIRCLE_COLS}, t.level FROM circles c JOIN trustees t ON t.circle_id = c.id \
              WHERE t.account_id = ?1 ORDER BY c.id"
         );
-        let mut st = self.c.prepare(&sql)?;
+        let mut st = self.c.prepare_cached(&sql)?;
         let rows = st
             .query_map([account.0], |r| Ok((circle_row(r)?, r.get(6)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -370,12 +380,14 @@ impl Tx<'_> {
     /// Delete a circle; trustees, keys, inodes and their rows cascade.
     pub fn circle_delete(&self, id: CircleId) -> Result<(), StoreError> {
         // Dirents reference inodes without cascade on `ino`; remove them first.
-        self.c.execute(
-            "DELETE FROM dirents WHERE parent IN (SELECT id FROM inodes WHERE circle_id = ?1)",
-            [id.0],
-        )?;
         self.c
-            .execute("DELETE FROM circles WHERE id = ?1", [id.0])?;
+            .prepare_cached(
+                "DELETE FROM dirents WHERE parent IN (SELECT id FROM inodes WHERE circle_id = ?1)",
+            )?
+            .execute([id.0])?;
+        self.c
+            .prepare_cached("DELETE FROM circles WHERE id = ?1")?
+            .execute([id.0])?;
         Ok(())
     }
 
@@ -387,11 +399,8 @@ impl Tx<'_> {
     ) -> Result<Option<i64>, StoreError> {
         Ok(self
             .c
-            .query_row(
-                "SELECT level FROM trustees WHERE circle_id = ?1 AND account_id = ?2",
-                params![circle.0, account.0],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT level FROM trustees WHERE circle_id = ?1 AND account_id = ?2")?
+            .query_row(params![circle.0, account.0], |r| r.get(0))
             .optional()?)
     }
 
@@ -402,10 +411,11 @@ impl Tx<'_> {
         account: AccountId,
         level: i64,
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "INSERT INTO trustees(circle_id, account_id, level) VALUES (?1, ?2, ?3)",
-            params![circle.0, account.0, level],
-        )?;
+        self.c
+            .prepare_cached(
+                "INSERT INTO trustees(circle_id, account_id, level) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![circle.0, account.0, level])?;
         Ok(())
     }
 
@@ -416,29 +426,28 @@ impl Tx<'_> {
         account: AccountId,
         level: i64,
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE trustees SET level = ?3 WHERE circle_id = ?1 AND account_id = ?2",
-            params![circle.0, account.0, level],
-        )?;
+        self.c
+            .prepare_cached(
+                "UPDATE trustees SET level = ?3 WHERE circle_id = ?1 AND account_id = ?2",
+            )?
+            .execute(params![circle.0, account.0, level])?;
         Ok(())
     }
 
     /// Remove a trustee and every circle key wrapped to them (all epochs).
     pub fn trustee_delete(&self, circle: CircleId, account: AccountId) -> Result<(), StoreError> {
-        self.c.execute(
-            "DELETE FROM trustees WHERE circle_id = ?1 AND account_id = ?2",
-            params![circle.0, account.0],
-        )?;
-        self.c.execute(
-            "DELETE FROM circle_keys WHERE circle_id = ?1 AND account_id = ?2",
-            params![circle.0, account.0],
-        )?;
+        self.c
+            .prepare_cached("DELETE FROM trustees WHERE circle_id = ?1 AND account_id = ?2")?
+            .execute(params![circle.0, account.0])?;
+        self.c
+            .prepare_cached("DELETE FROM circle_keys WHERE circle_id = ?1 AND account_id = ?2")?
+            .execute(params![circle.0, account.0])?;
         Ok(())
     }
 
     /// Trustees of a circle with names and public keys, by name.
     pub fn trustees_of(&self, circle: CircleId) -> Result<Vec<TrusteeRow>, StoreError> {
-        let mut st = self.c.prepare(
+        let mut st = self.c.prepare_cached(
             "SELECT a.id, a.name, t.level, a.public_key FROM trustees t JOIN accounts a ON a.id = t.account_id \
              WHERE t.circle_id = ?1 ORDER BY a.name",
         )?;
@@ -463,10 +472,7 @@ impl Tx<'_> {
         account: AccountId,
         wrapped: &[u8],
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "INSERT OR REPLACE INTO circle_keys(circle_id, epoch, account_id, wrapped) VALUES (?1, ?2, ?3, ?4)",
-            params![circle.0, epoch.0, account.0, wrapped],
-        )?;
+        self.c.prepare_cached("INSERT OR REPLACE INTO circle_keys(circle_id, epoch, account_id, wrapped) VALUES (?1, ?2, ?3, ?4)")?.execute(params![circle.0, epoch.0, account.0, wrapped])?;
         Ok(())
     }
 
@@ -476,7 +482,7 @@ impl Tx<'_> {
         circle: CircleId,
         account: AccountId,
     ) -> Result<Vec<(Epoch, Vec<u8>)>, StoreError> {
-        let mut st = self.c.prepare(
+        let mut st = self.c.prepare_cached(
             "SELECT epoch, wrapped FROM circle_keys WHERE circle_id = ?1 AND account_id = ?2 ORDER BY epoch",
         )?;
         let rows = st
@@ -497,10 +503,9 @@ impl Tx<'_> {
         kind: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "INSERT INTO changes(circle_id, kind, at) VALUES (?1, ?2, ?3)",
-            params![circle.map(|c| c.0), kind, at],
-        )?;
+        self.c
+            .prepare_cached("INSERT INTO changes(circle_id, kind, at) VALUES (?1, ?2, ?3)")?
+            .execute(params![circle.map(|c| c.0), kind, at])?;
         Ok(())
     }
 
@@ -508,7 +513,8 @@ impl Tx<'_> {
     pub fn change_latest(&self) -> Result<i64, StoreError> {
         Ok(self
             .c
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |r| r.get(0))?)
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
+            .query_row([], |r| r.get(0))?)
     }
 }
 
@@ -525,13 +531,11 @@ impl Tx<'_> {
         public_key: &[u8],
         dir_key_wrap: &[u8],
     ) -> Result<(), StoreError> {
-        self.c.execute(
-            "UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6, \
-             public_key = ?7, dir_key_wrap = ?8 WHERE id = ?1",
-            params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed, public_key, dir_key_wrap],
-        )?;
+        self.c.prepare_cached("UPDATE accounts SET kdf_m = ?2, kdf_t = ?3, kdf_p = ?4, salt = ?5, sealed_secret = ?6, \
+             public_key = ?7, dir_key_wrap = ?8 WHERE id = ?1")?.execute(params![id.0, kdf.0, kdf.1, kdf.2, salt, sealed, public_key, dir_key_wrap])?;
         self.c
-            .execute("DELETE FROM circle_keys WHERE account_id = ?1", [id.0])?;
+            .prepare_cached("DELETE FROM circle_keys WHERE account_id = ?1")?
+            .execute([id.0])?;
         Ok(())
     }
 }

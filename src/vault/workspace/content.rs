@@ -71,59 +71,62 @@ impl OpenFile {
 }
 
 impl Workspace {
-    /// Re-check an open file against the current membership: a revoked
-    /// circle fails (EACCES), a new level or key epoch takes effect at once.
-    fn recheck(&self, st: &mut OpenFile, op: Op) -> Result<()> {
+    /// Re-check an open file against the current membership (a revoked
+    /// circle fails with EACCES; a new level or key epoch takes effect at
+    /// once) and, when `reload`, reload the record if another mount changed
+    /// it since we loaded or wrote it (our unsaved changes are only times,
+    /// kept if newer: every size, extent or key-generation change is saved
+    /// at once). One read transaction. Callers hold the file's
+    /// cross-process lock if any.
+    pub(super) fn revalidate(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        op: Op,
+        reload: bool,
+    ) -> Result<()> {
         let c = st.access.row.id;
-        let cur = self
+        let (access, seq, row) = self
             .vault
             .store()
-            .read(|tx| self.access_tx(tx, c))
+            .read(|tx| {
+                let a = self.access_tx(tx, c)?;
+                let seq = if reload { tx.inode_seq(ino)? } else { None };
+                let row = match seq {
+                    Some(q) if q != st.seq => tx.inode_get(ino)?,
+                    _ => None,
+                };
+                Ok::<_, Error>((a, seq, row))
+            })
             .map_err(|e| match e.kind {
-                ErrorKind::Integrity | ErrorKind::Internal => e,
+                ErrorKind::Integrity | ErrorKind::Internal | ErrorKind::NotFound => e,
                 _ => Error::new(ErrorKind::Forbidden, "access to this circle was revoked"),
             })?;
-        if !Arc::ptr_eq(&cur, &st.access) {
-            st.access = cur;
+        if !Arc::ptr_eq(&access, &st.access) {
+            st.access = access;
         }
-        self.check(&st.access, op)
-    }
-
-    /// Reload the record when another mount changed it since we loaded or
-    /// wrote it. Our unsaved changes are only times (every size, extent or
-    /// key-generation change is saved at once), which are kept if newer.
-    pub(super) fn sync_record(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
-        let Some(seq) = self.vault.store().read(|tx| tx.inode_seq(ino))? else {
-            if st.unlinked {
-                // Deleted by us while open: our state is the truth.
-                return Ok(());
-            }
-            return err(
-                ErrorKind::NotFound,
-                "the file was deleted through another mount",
-            );
-        };
-        if seq == st.seq {
+        self.check(&st.access, op)?;
+        if !reload {
             return Ok(());
         }
-        // The record and the circle's keys from one snapshot: a revocation
-        // may have re-sealed it under a new epoch since the last check.
-        let circle = st.access.row.id;
-        let (row, access) = self.vault.store().read(|tx| {
-            let row = tx
-                .inode_get(ino)?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
-            Ok::<_, Error>((row, self.access_tx(tx, circle)?))
-        })?;
-        st.access = access;
-        let mut fresh = st.access.keys.open_attrs(&row)?;
-        if st.dirty {
-            fresh.mtime = fresh.mtime.max(st.attrs.mtime);
-            fresh.ctime = fresh.ctime.max(st.attrs.ctime);
+        match (seq, row) {
+            (None, _) if st.unlinked => Ok(()),
+            (None, _) => err(
+                ErrorKind::NotFound,
+                "the file was deleted through another mount",
+            ),
+            (Some(_), None) => Ok(()),
+            (Some(_), Some(row)) => {
+                let mut fresh = st.access.keys.open_attrs(&row)?;
+                if st.dirty {
+                    fresh.mtime = fresh.mtime.max(st.attrs.mtime);
+                    fresh.ctime = fresh.ctime.max(st.attrs.ctime);
+                }
+                st.attrs = fresh;
+                st.seq = row.seq;
+                Ok(())
+            }
         }
-        st.attrs = fresh;
-        st.seq = row.seq;
-        Ok(())
     }
 
     /// Save the record now.
@@ -242,9 +245,9 @@ impl Workspace {
         let of = self.get_or_load(ino)?;
         {
             let mut st = lock(&of)?;
-            self.recheck(&mut st, if write { Op::WriteFiles } else { Op::ReadFiles })?;
             // Close-to-open: see what other mounts committed.
-            self.sync_record(ino, &mut st)?;
+            let op = if write { Op::WriteFiles } else { Op::ReadFiles };
+            self.revalidate(ino, &mut st, op, true)?;
             st.opens += 1;
         }
         if truncate && write {
@@ -499,14 +502,12 @@ impl Workspace {
     pub fn read(&self, ino: InodeId, offset: u64, size: u32) -> Result<Vec<u8>> {
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.recheck(&mut st, Op::ReadFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
         let _guard = self.shared_lock(ino, &mut st)?;
-        if !st.dirty {
-            self.sync_record(ino, &mut st)?;
-        }
+        let reload = !st.dirty;
+        self.revalidate(ino, &mut st, Op::ReadFiles, reload)?;
         let fsize = st.attrs.size;
         if offset >= fsize || size == 0 {
             return Ok(Vec::new());
@@ -565,12 +566,14 @@ impl Workspace {
         }
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.recheck(&mut st, Op::WriteFiles)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
+        // Cheap check first (no lock, no block file for a read trustee),
+        // then the authoritative one under the lock.
+        self.check(&st.access, Op::WriteFiles)?;
         let _guard = self.cross_lock(ino, &mut st)?;
-        self.sync_record(ino, &mut st)?;
+        self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let offset = at.unwrap_or(st.attrs.size);
         let end = offset
             .checked_add(data.len() as u64)
@@ -673,15 +676,17 @@ impl Workspace {
         }
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.recheck(&mut st, Op::WriteFiles)?;
         if st.attrs.kind == Kind::Dir {
             return err(ErrorKind::IsDir, "is a directory");
         }
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::Invalid, "not a regular file");
         }
+        // Cheap check first (no lock, no block file for a read trustee),
+        // then the authoritative one under the lock.
+        self.check(&st.access, Op::WriteFiles)?;
         let _guard = self.cross_lock(ino, &mut st)?;
-        self.sync_record(ino, &mut st)?;
+        self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let old = st.attrs.size;
         let mut cut = None;
         if size < old {
@@ -759,10 +764,10 @@ impl Workspace {
         }
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
-        self.recheck(&mut st, Op::WriteFiles)?;
+        self.check(&st.access, Op::WriteFiles)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
             let _guard = self.cross_lock(ino, &mut st)?;
-            self.sync_record(ino, &mut st)?;
+            self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
             if end > st.attrs.size {
                 st.attrs.size = end;
                 st.attrs.ctime = Time::now();
