@@ -108,6 +108,11 @@ fi
 BENCH_ROOT=${BENCH_ROOT:-/var/tmp/circlefs-bench}
 mkdir -p "$BENCH_ROOT"
 BENCH_ROOT=$(cd "$BENCH_ROOT" && pwd)
+# One bench.sh per bench root at a time (it unmounts what it finds there).
+# Long-lived children (workload, FUSE daemons) get fd 9 closed (9>&-) so that
+# a killed run does not leave the lock held.
+exec 9> "$BENCH_ROOT/.lock"
+flock -n 9 || { echo "bench.sh: another bench.sh is running on $BENCH_ROOT" >&2; exit 1; }
 FSROOT=$BENCH_ROOT/fs
 SECRETS=$BENCH_ROOT/secrets
 CACHE=$BENCH_ROOT/cache
@@ -138,7 +143,8 @@ attach_bindfs() { bindfs "$1" "$2"; }
 version_bindfs() { bindfs --version 2>&1 | head -1; }
 
 create_gocryptfs() { gocryptfs -init -q -passfile "$SECRETS/pass" "$1" > /dev/null; }
-attach_gocryptfs() { gocryptfs -q -passfile "$SECRETS/pass" "$1" "$2" > /dev/null; }
+# -nosyslog: the daemon's messages go to daemons.log (there may be no syslog)
+attach_gocryptfs() { gocryptfs -q -nosyslog -passfile "$SECRETS/pass" "$1" "$2" > /dev/null 2>> "$OUTDIR/daemons.log"; }
 version_gocryptfs() { gocryptfs -version 2>&1 | head -1; }
 
 # securefs and cryfs only take the password on the command line or stdin.
@@ -165,7 +171,8 @@ create_circlefs() {
 attach_circlefs() {
   local opts=()
   if [ -n "${CIRCLEFS_MOUNT_OPTS:-}" ]; then opts=(-o "$CIRCLEFS_MOUNT_OPTS"); fi
-  "$BIN" mount "$1/store" "$2" --user admin --passphrase-file "$SECRETS/pass" "${opts[@]}" > /dev/null
+  "$BIN" mount "$1/store" "$2" --user admin --passphrase-file "$SECRETS/pass" \
+    --log-file "$OUTDIR/circlefs.log" "${opts[@]}" > /dev/null
   BENCH_DIR=$2/bench
 }
 version_circlefs() {
@@ -223,18 +230,18 @@ peak_rss_mib() {
 
 # Unmount MNT and wait until its daemon (PID, optional) has exited.
 fuse_umount() { # MNT [PID]
-  local m=$1 pid=${2:-} i
+  local m=$1 pid=${2:-}
   if is_mounted "$m"; then
     sync
     fusermount3 -u "$m" 2> /dev/null || umount "$m" 2> /dev/null || true
-    for i in $(seq 1 50); do is_mounted "$m" || break; sleep 0.2; done
+    for _ in $(seq 1 50); do is_mounted "$m" || break; sleep 0.2; done
     if is_mounted "$m"; then
       log "lazy-unmounting $m"
       fusermount3 -u -z "$m" 2> /dev/null || umount -l "$m" 2> /dev/null || true
     fi
   fi
   if [ -n "$pid" ]; then
-    for i in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     [ ! -d "/proc/$pid" ] || log "daemon $pid of $m still running after unmount"
   fi
 }
@@ -257,9 +264,33 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM HUP
 
+# The workload runs in its own process group (so that cleanup can stop it
+# with its fio/tar/git); its pid is kept in CHILD_FILE so that a run after a
+# killed one (SIGKILL: no cleanup) can stop exactly that group.
+CHILD_FILE=$BENCH_ROOT/workload.pid
+started_child() {
+  CHILD=$1
+  echo "$CHILD" > "$CHILD_FILE"
+}
+stop_stale_child() {
+  local pid
+  [ -f "$CHILD_FILE" ] || return 0
+  pid=$(cat "$CHILD_FILE")
+  case $pid in '' | *[!0-9]*) rm -f "$CHILD_FILE"; return 0 ;; esac
+  # only if it still is our workload (pid not reused) and leads its group
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -q "$HERE/" &&
+    [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$pid" ]; then
+    log "stopping the workload of an earlier, killed run (process group $pid)"
+    kill -TERM -- "-$pid" 2> /dev/null || true
+    sleep 1
+  fi
+  rm -f "$CHILD_FILE"
+}
+
 # Mounts under $FSROOT left by an earlier, killed run (ours by construction).
 unmount_stale() {
   local m
+  stop_stale_child
   while read -r m; do
     [ -n "$m" ] || continue
     log "stale mount $m from an earlier run: unmounting"
@@ -284,14 +315,14 @@ fresh_dirs() {
 # answers; sets BENCH_DIR, DPID (daemon pid) and ATTACH_S (seconds from
 # starting the mount command until BENCH_DIR could be stat-ed).
 attach() {
-  local fs=$1 t0 i
+  local fs=$1 t0
   BENCH_DIR=$M
   DPID=""
   t0=$EPOCHREALTIME
-  "attach_$fs" "$B" "$M" || { log "mounting $fs failed"; return 1; }
+  "attach_$fs" "$B" "$M" 9>&- || { log "mounting $fs failed"; return 1; }
   if [ "$fs" != raw ]; then
     MOUNTED[$M]=$fs
-    for i in $(seq 1 4000); do
+    for _ in $(seq 1 4000); do
       grep -q " $M fuse" /proc/mounts && break
       sleep 0.005
     done
@@ -430,10 +461,11 @@ bench_one() { # FS RUN
   t0=$EPOCHREALTIME
   # own session so that cleanup can stop the workload and its fio/tar/git;
   # background + wait so that a signal is handled at once
-  BENCH_QUICK=$QUICK BENCH_TREE_TAR=$TREE_TAR setsid bash "$HERE/workload.sh" "$BENCH_DIR" >> "$out.tmp" &
-  CHILD=$!
+  BENCH_QUICK=$QUICK BENCH_TREE_TAR=$TREE_TAR setsid bash "$HERE/workload.sh" "$BENCH_DIR" >> "$out.tmp" 9>&- &
+  started_child $!
   wait "$CHILD" || rc=$?
   CHILD=""
+  rm -f "$CHILD_FILE"
   rss=$(peak_rss_mib "$DPID")
   if [ -n "$rss" ]; then echo "rss_peak $rss MiB" >> "$out.tmp"; fi
   echo "# load_after=$(cut -d' ' -f1-3 /proc/loadavg) wall_s=$(since "$t0") rc=$rc" >> "$out.tmp"
@@ -471,10 +503,11 @@ scale_phase() {
   local fs=$1 layout=$2 n=$3 phase=$4 name value unit rc=0 tmp=$OUTDIR/.phase.out
   log "   $fs $layout n=$n $phase"
   # own session and background + wait: a signal stops it at once (cleanup)
-  BENCH_SCALE_FILE_BYTES=${BENCH_SCALE_FILE_BYTES:-0} setsid python3 "$HERE/scale.py" "$phase" "$BENCH_DIR" "$n" "$layout" > "$tmp" &
-  CHILD=$!
+  BENCH_SCALE_FILE_BYTES=${BENCH_SCALE_FILE_BYTES:-0} setsid python3 "$HERE/scale.py" "$phase" "$BENCH_DIR" "$n" "$layout" > "$tmp" 9>&- &
+  started_child $!
   wait "$CHILD" || rc=$?
   CHILD=""
+  rm -f "$CHILD_FILE"
   [ "$rc" = 0 ] || { log "scale.py $phase failed (rc=$rc)"; return 1; }
   while read -r name value unit; do
     case $name in '#'*) echo "$fs $layout $n $name $value $unit" >> "$OUTDIR/scale.log"; continue ;; esac
@@ -486,7 +519,7 @@ scale_phase() {
 median3() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 scale_flat() { # FS N
-  local fs=$1 n=$2 i t0 u=() mt=() rss
+  local fs=$1 n=$2 t0 u=() mt=() rss
   fresh_dirs "$fs"
   log "== scale $fs flat n=$n"
   "create_$fs" "$B"
@@ -577,9 +610,11 @@ scale_run() {
   case " ${ns[*]} " in *" $SCALE_MAX "*) ;; *) [ "$SCALE_MAX" -gt 100000 ] || ns+=("$SCALE_MAX") ;; esac
   [ "$SCALE_MAX" -le 100000 ] || ns+=("$SCALE_MAX")
   write_meta
-  echo "counts ${ns[*]}" >> "$OUTDIR/meta.txt"
-  echo "big $BIG_SIZE" >> "$OUTDIR/meta.txt"
-  echo "filebytes ${BENCH_SCALE_FILE_BYTES:-0}" >> "$OUTDIR/meta.txt"
+  {
+    echo "counts ${ns[*]}"
+    echo "big $BIG_SIZE"
+    echo "filebytes ${BENCH_SCALE_FILE_BYTES:-0}"
+  } >> "$OUTDIR/meta.txt"
   SCALE_OUT=$OUTDIR/scale.tsv
   printf 'fs\tlayout\tn\tmetric\tvalue\tunit\n' > "$SCALE_OUT"
   log "scale: file counts ${ns[*]}; filesystems $FSLIST"
