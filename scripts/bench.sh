@@ -222,11 +222,23 @@ print(best[1])
 EOF
 }
 
-# Peak RSS (VmHWM) of PID in MiB, or nothing.
-peak_rss_mib() {
+# "PEAK NOW": VmHWM and VmRSS of PID in MiB, or nothing. The peak includes
+# the key derivation at unlock (Argon2id in circlefs' daemon: 19 MiB with
+# --kdf fast; scrypt in gocryptfs), VmRSS is the resident size at the end.
+rss_mib() {
   [ -n "$1" ] || return 0
-  awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2> /dev/null || true
+  awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { if (h != "") printf "%.1f %.1f", h / 1024, r / 1024 }' \
+    "/proc/$1/status" 2> /dev/null || true
 }
+# record_rss EMITTER...: call EMITTER... NAME VALUE MiB for both figures.
+record_rss() {
+  local f
+  read -r -a f <<< "$(rss_mib "$DPID")"
+  [ "${#f[@]}" = 2 ] || return 0
+  "$@" rss_peak "${f[0]}" MiB
+  "$@" rss_end "${f[1]}" MiB
+}
+out_line() { echo "$1 $2 $3" >> "$OUT_TMP"; }
 
 # Unmount MNT and wait until its daemon (PID, optional) has exited.
 fuse_umount() { # MNT [PID]
@@ -466,10 +478,11 @@ bench_one() { # FS RUN
   wait "$CHILD" || rc=$?
   CHILD=""
   rm -f "$CHILD_FILE"
-  rss=$(peak_rss_mib "$DPID")
-  if [ -n "$rss" ]; then echo "rss_peak $rss MiB" >> "$out.tmp"; fi
+  OUT_TMP=$out.tmp
+  record_rss out_line
+  rss=$(rss_mib "$DPID")
   echo "# load_after=$(cut -d' ' -f1-3 /proc/loadavg) wall_s=$(since "$t0") rc=$rc" >> "$out.tmp"
-  log "== $fs run $run: unmounting (workload rc=$rc, peak RSS ${rss:-?} MiB)"
+  log "== $fs run $run: unmounting (workload rc=$rc, peak/end RSS ${rss:-?} MiB)"
   detach "$fs" || rc=1
   echo "# backing_kib_after=$(du -sk "$B" | cut -f1)" >> "$out.tmp"
   mv "$out.tmp" "$out"
@@ -519,7 +532,7 @@ scale_phase() {
 median3() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 scale_flat() { # FS N
-  local fs=$1 n=$2 t0 u=() mt=() rss
+  local fs=$1 n=$2 t0 u=() mt=() tr_s
   fresh_dirs "$fs"
   log "== scale $fs flat n=$n"
   "create_$fs" "$B"
@@ -533,8 +546,7 @@ scale_flat() { # FS N
   scale_phase "$fs" flat "$n" stat
   drop
   scale_phase "$fs" flat "$n" readdir
-  rss=$(peak_rss_mib "$DPID")
-  [ -z "$rss" ] || semit "$fs" flat "$n" rss_peak "$rss" MiB
+  record_rss semit "$fs" flat "$n"
   detach "$fs"
   # mount time of a store holding n files, and (circlefs) the unlock alone
   for _ in 1 2 3; do
@@ -555,7 +567,9 @@ scale_flat() { # FS N
     log "   circlefs trustee remove bench bob (n=$n)"
     t0=$EPOCHREALTIME
     circlefs_admin "$B/store" trustee remove bench bob > /dev/null
-    semit "$fs" flat "$n" trustee_remove "$(since "$t0")" s
+    tr_s=$(since "$t0")
+    semit "$fs" flat "$n" trustee_remove "$tr_s" s
+    semit "$fs" flat "$n" trustee_remove_minus_unlock "$(awk -v a="$tr_s" -v b="$(median3 "${u[@]}")" 'BEGIN { printf "%.3f", a - b }')" s
   fi
   attach "$fs"
   drop
@@ -565,7 +579,7 @@ scale_flat() { # FS N
 }
 
 scale_deep() { # FS N
-  local fs=$1 n=$2 rss
+  local fs=$1 n=$2
   fresh_dirs "$fs"
   log "== scale $fs deep n=$n"
   "create_$fs" "$B"
@@ -577,14 +591,13 @@ scale_deep() { # FS N
   scale_phase "$fs" deep "$n" readdir
   drop
   scale_phase "$fs" deep "$n" rm
-  rss=$(peak_rss_mib "$DPID")
-  [ -z "$rss" ] || semit "$fs" deep "$n" rss_peak "$rss" MiB
+  record_rss semit "$fs" deep "$n"
   detach "$fs"
   rm -rf "$CUR"
 }
 
 scale_big() { # FS
-  local fs=$1 v rss f
+  local fs=$1 v f
   fresh_dirs "$fs"
   log "== scale $fs big file $BIG_SIZE"
   "create_$fs" "$B"
@@ -598,8 +611,7 @@ scale_big() { # FS
     --numjobs=1 --ioengine=psync | python3 -c "import json,sys; s=sys.stdin.read(); print('%.1f' % (json.loads(s[s.find('{'):])['jobs'][0]['read']['bw_bytes'] / 2**20))")
   semit "$fs" big "$BIG_SIZE" big_read "$v" MiB/s
   rm -f "$f"
-  rss=$(peak_rss_mib "$DPID")
-  [ -z "$rss" ] || semit "$fs" big "$BIG_SIZE" rss_peak "$rss" MiB
+  record_rss semit "$fs" big "$BIG_SIZE"
   detach "$fs"
   rm -rf "$CUR"
 }

@@ -26,7 +26,7 @@ METRIC_ORDER = [
     "seq_write", "seq_read", "rand_read_4k", "rand_read_4k_direct", "rand_write_4k",
     "meta_create", "meta_lsR", "meta_rm",
     "tree_extract", "tree_du", "tree_grep", "git_add", "git_commit", "git_status", "tree_rm",
-    "rss_peak",
+    "rss_peak", "rss_end",
 ]
 LABELS = {
     "seq_write": "sequential write",
@@ -44,7 +44,8 @@ LABELS = {
     "git_commit": "tree: git commit",
     "git_status": "tree: git status",
     "tree_rm": "tree: rm -rf",
-    "rss_peak": "daemon peak RSS",
+    "rss_peak": "daemon peak RSS (VmHWM, incl. KDF)",
+    "rss_end": "daemon RSS at the end (VmRSS)",
 }
 
 
@@ -84,7 +85,7 @@ def read_meta(out):
         for line in open(p):
             parts = line.rstrip("\n").split(" ", 1)
             if len(parts) == 2 and not line.startswith("#"):
-                meta.setdefault(parts[0], []).append(parts[1])
+                meta.setdefault(parts[0], []).append(parts[1].strip())
     return meta
 
 
@@ -224,11 +225,13 @@ SCALE_LABELS = OrderedDict([
     ("readdir_per_file", "readdir, cold (µs/file)"),
     ("rm_per_file", "rm -rf (µs/file)"),
     ("mkdir", "mkdir of the directories (s)"),
-    ("rss_peak", "daemon peak RSS (MiB)"),
+    ("rss_peak", "daemon peak RSS, VmHWM incl. KDF (MiB)"),
+    ("rss_end", "daemon RSS at the end, VmRSS (MiB)"),
     ("mount", "mount until usable (s)"),
     ("unlock", "unlock alone: `admin ... circle list` (s)"),
     ("mount_minus_unlock", "mount minus unlock (s)"),
-    ("trustee_remove", "`trustee remove` of a read trustee (s)"),
+    ("trustee_remove", "`admin ... trustee remove` of a read trustee (s)"),
+    ("trustee_remove_minus_unlock", "trustee remove minus unlock (s)"),
 ])
 
 
@@ -276,7 +279,8 @@ def scale(out):
         lines.append("|---|" + "---:|" * len(big))
         for metric, label in (("big_write", "write, fsync at end (MiB/s)"),
                               ("big_read", "read, cold (MiB/s)"),
-                              ("rss_peak", "daemon peak RSS (MiB)")):
+                              ("rss_peak", "daemon peak RSS, VmHWM (MiB)"),
+                              ("rss_end", "daemon RSS at the end, VmRSS (MiB)")):
             cells = []
             for fs, n in big:
                 v = data.get((fs, "big", n, metric))
