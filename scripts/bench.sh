@@ -52,6 +52,9 @@
 #                        built by /work/shared/bench/tree/make-tree.sh or
 #                        BENCH_MAKE_TREE; needs cargo and crates.io)
 #   BENCH_SCALE_FILE_BYTES  bytes per file of the scale run (default 0)
+#   BENCH_ONLY           workload groups of the peer comparison (default
+#                        "seq rand meta tree"); other BENCH_* sizes: see
+#                        scripts/bench/workload.sh
 #
 # Needs root (mounts, drops the page cache). Installs fio, fuse3, bindfs,
 # gocryptfs, securefs, cryfs, git, python3, python3-matplotlib if missing.
