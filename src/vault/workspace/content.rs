@@ -527,25 +527,53 @@ impl Workspace {
                 None => 0,
             }
         };
-        let mut pt = vec![0u8; BLOCK_SIZE];
+        // Every key generation the run uses, loaded before decrypting.
         for k in 0..n {
             let i = first + k as u64;
-            let bstart = i * bs;
-            let lo = offset.max(bstart);
-            let hi = end.min(bstart + bs);
-            let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
-            if !st.attrs.extents.contains(i) {
-                dst.fill(0);
-                continue;
+            if st.attrs.extents.contains(i) && (k + 1) * SLOT <= have {
+                let (g, _) = parse_slot(&raw[k * SLOT..(k + 1) * SLOT])?;
+                self.cipher(ino, &mut st, g)?;
             }
-            if (k + 1) * SLOT > have {
-                log::error!("inode {ino} block {i} is missing (truncated block file)");
-                return err(ErrorKind::Integrity, "content block missing");
-            }
-            self.open_block(ino, &mut st, i, &raw[k * SLOT..(k + 1) * SLOT], &mut pt)?;
-            dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);
         }
-        pt.fill(0);
+        let run = Run {
+            ino,
+            circle: st.access.row.id,
+            content: st.attrs.content,
+            extents: &st.attrs.extents,
+            ciphers: &st.ciphers,
+            raw: &raw,
+            have,
+            first,
+            offset,
+            end,
+        };
+        // Large reads decrypt on two threads (the file's lock is held, so
+        // requests of one file do not run in parallel otherwise).
+        if n >= PARALLEL_MIN_BLOCKS {
+            let mid = n / 2;
+            let split = ((first + mid as u64) * bs - offset) as usize;
+            let (a, b) = out.split_at_mut(split);
+            let res = std::thread::scope(|sc| {
+                let other = std::thread::Builder::new()
+                    .spawn_scoped(sc, || run.decrypt(mid..n, b, (first + mid as u64) * bs));
+                match other {
+                    Ok(h) => {
+                        let mine = run.decrypt(0..mid, a, offset);
+                        let theirs = h.join().unwrap_or_else(|_| {
+                            Err(Error::new(ErrorKind::Internal, "decrypt thread failed"))
+                        });
+                        mine.and(theirs)
+                    }
+                    Err(e) => Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("cannot start a decrypt thread: {e}"),
+                    )),
+                }
+            });
+            res?;
+        } else {
+            run.decrypt(0..n, &mut out, offset)?;
+        }
         Ok(out)
     }
 
@@ -797,3 +825,70 @@ fn read_run(f: &File, first: u64, buf: &mut [u8]) -> Result<usize> {
 }
 
 const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);
+
+/// Blocks per read from which decryption is split over two threads.
+const PARALLEL_MIN_BLOCKS: usize = 16;
+
+/// A run of slots read from a block file, to decrypt into the caller's buffer.
+struct Run<'a> {
+    ino: InodeId,
+    circle: crate::ids::CircleId,
+    content: crate::ids::ContentId,
+    extents: &'a crate::format::attrs::Extents,
+    ciphers: &'a HashMap<KeyGen, (Epoch, Cipher)>,
+    raw: &'a [u8],
+    have: usize,
+    first: u64,
+    offset: u64,
+    end: u64,
+}
+
+impl Run<'_> {
+    /// Decrypt blocks `ks` (indexes into the run) into `out`, which holds
+    /// the plaintext from file offset `out_at` on.
+    fn decrypt(&self, ks: std::ops::Range<usize>, out: &mut [u8], out_at: u64) -> Result<()> {
+        let bs = BLOCK_SIZE as u64;
+        let mut pt = vec![0u8; BLOCK_SIZE];
+        let res = (|| {
+            for k in ks {
+                let i = self.first + k as u64;
+                let bstart = i * bs;
+                let lo = self.offset.max(bstart);
+                let hi = self.end.min(bstart + bs);
+                let dst = &mut out[(lo - out_at) as usize..(hi - out_at) as usize];
+                if !self.extents.contains(i) {
+                    dst.fill(0);
+                    continue;
+                }
+                if (k + 1) * SLOT > self.have {
+                    log::error!(
+                        "inode {} block {i} is missing (truncated block file)",
+                        self.ino
+                    );
+                    return err(ErrorKind::Integrity, "content block missing");
+                }
+                let (g, sealed) = parse_slot(&self.raw[k * SLOT..(k + 1) * SLOT])?;
+                let (_, c) = self.ciphers.get(&g).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Integrity,
+                        format!("no file key for generation {g}"),
+                    )
+                })?;
+                c.open_into(
+                    &aad::block(self.circle, &self.content, g, BlockIndex(i)),
+                    sealed,
+                    &mut pt,
+                    "content block",
+                )
+                .map_err(|e| {
+                    log::error!("integrity failure in inode {} block {i}", self.ino);
+                    Error::from(e)
+                })?;
+                dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);
+            }
+            Ok(())
+        })();
+        pt.fill(0);
+        res
+    }
+}
