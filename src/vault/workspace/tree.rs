@@ -230,6 +230,28 @@ impl Workspace {
             }
             let now = Time::now();
             let ino = tx.inode_insert(a.row.id, kind as u8)?;
+            // A regular file gets its first key generation in the same
+            // transaction (no extra commit before its first write).
+            let keygen = if kind == Kind::File {
+                let g = KeyGen(1);
+                let e = a.keys.current;
+                let key = crate::crypto::Key32::random()?;
+                let wrapped = a
+                    .keys
+                    .cur()?
+                    .file_wrap
+                    .seal(&aad::file_key(a.row.id, ino, g, e, e), key.expose())?;
+                tx.file_key_insert(&crate::store::files::FileKeyRow {
+                    ino,
+                    keygen: g,
+                    epoch: e,
+                    origin: e,
+                    wrapped,
+                })?;
+                g
+            } else {
+                KeyGen(0)
+            };
             let attrs = Attrs {
                 kind,
                 mode: type_bits | perm,
@@ -242,7 +264,7 @@ impl Workspace {
                 ctime: now,
                 crtime: now,
                 content: ContentId(random_bytes()?),
-                keygen: KeyGen(0),
+                keygen,
                 extents: Extents::default(),
                 target,
             };
