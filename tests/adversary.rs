@@ -288,11 +288,7 @@ fn levels_are_enforced_in_the_core() {
     let t = TempStore::new();
     let a = t.user("alice");
     t.user("rita");
-    let ex = |s, l: &str| {
-        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
-            .status
-            .code()
-    };
+    let ex = |s, l: &str| ex(&t, s, l);
     assert_eq!(ex(&a, "circle create c"), 200);
     assert_eq!(ex(&a, "trustee add c rita --level read"), 200);
     let wa = ws(&t, "alice");
@@ -458,19 +454,28 @@ fn any_name_opens(c: &Connection, cap: &Captured) -> bool {
     })
 }
 
+/// Status code of one control line run as `s`.
+fn ex(t: &TempStore, s: &circlefs::vault::Session, line: &str) -> u16 {
+    circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(line).unwrap())
+        .status
+        .code()
+}
+
+/// A store where alice and bob share circle `c`; alice's session.
+fn alice_and_bob_share_c(t: &TempStore) -> circlefs::vault::Session {
+    let a = t.user("alice");
+    t.user("bob");
+    assert_eq!(ex(t, &a, "circle create c"), 200);
+    assert_eq!(ex(t, &a, "trustee add c bob"), 200);
+    a
+}
+
 #[cfg(feature = "test-hooks")]
 #[test]
 fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     let t = TempStore::new();
-    let a = t.user("alice");
-    t.user("bob");
-    let ex = |s, l: &str| {
-        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
-            .status
-            .code()
-    };
-    assert_eq!(ex(&a, "circle create c"), 200);
-    assert_eq!(ex(&a, "trustee add c bob"), 200);
+    let a = alice_and_bob_share_c(&t);
+    let ex = |s, l: &str| ex(&t, s, l);
     let wa = ws(&t, "alice");
     let r = root(&wa, "c");
     let old = put(&wa, r, "old", &data(1, 4 * BLOCK_SIZE));
@@ -656,21 +661,13 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
 #[test]
 fn removal_by_non_trustee_is_finished_by_the_next_trustee_session() {
     let t = TempStore::new();
-    let a = t.user("alice");
-    t.user("bob");
+    alice_and_bob_share_c(&t);
     let admin = t.admin();
-    let ex = |s, l: &str| {
-        circlefs::control::execute(&t.vault, s, &circlefs::control::parse_line(l).unwrap())
-            .status
-            .code()
-    };
-    assert_eq!(ex(&a, "circle create c"), 200);
-    assert_eq!(ex(&a, "trustee add c bob"), 200);
     let wa = ws(&t, "alice");
     let r = root(&wa, "c");
     let f = put(&wa, r, "f", &data(7, 2 * BLOCK_SIZE));
     drop(wa);
-    assert_eq!(ex(&admin, "user delete bob"), 200);
+    assert_eq!(ex(&t, &admin, "user delete bob"), 200);
     let c = Connection::open(t.db()).unwrap();
     let count = |q: &str| -> i64 { c.query_row(q, [], |r| r.get(0)).unwrap() };
     assert_eq!(

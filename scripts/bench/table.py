@@ -170,15 +170,19 @@ def peers(out):
                 continue
             lines.append(f"- {LABELS[metric]}: circlefs {v:,.0f} MiB/s = "
                          f"{100 * v / c:.0f}% of the block {what} ceiling {c:,.0f} MiB/s")
+    finish(out, "table.md", lines, meta)
+    chart(out, fss, metrics, units, med)
+
+
+def finish(out, name, lines, meta):
+    """Append the versions line, write OUT/NAME and print it."""
     versions = meta.get("version", [])
     if versions:
         lines.append("")
         lines.append("Versions: " + "; ".join(versions))
-
     text = "\n".join(lines) + "\n"
-    open(os.path.join(out, "table.md"), "w").write(text)
+    open(os.path.join(out, name), "w").write(text)
     sys.stdout.write(text)
-    chart(out, fss, metrics, units, med)
 
 
 def chart(out, fss, metrics, units, med):
@@ -286,13 +290,7 @@ def scale(out):
                 v = data.get((fs, "big", n, metric))
                 cells.append(fmt(v[0], v[1]) if v else "n/a")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    versions = meta.get("version", [])
-    if versions:
-        lines.append("")
-        lines.append("Versions: " + "; ".join(versions))
-    text = "\n".join(lines) + "\n"
-    open(os.path.join(out, "scale.md"), "w").write(text)
-    sys.stdout.write(text)
+    finish(out, "scale.md", lines, meta)
 
 
 def main():
