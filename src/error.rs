@@ -112,6 +112,9 @@ pub enum ErrorKind {
     TooBig,
     /// Too many symbolic links / loop.
     Loop,
+    /// Rename or hard link between two circles (each has its own keys):
+    /// EXDEV, so `mv` and `cp -l` fall back to copying.
+    CrossCircle,
 }
 
 impl ErrorKind {
@@ -138,6 +141,7 @@ impl ErrorKind {
             NotSupported => (Status::BadRequest, libc::EOPNOTSUPP),
             NoAttr => (Status::NotFound, libc::ENODATA),
             TooBig => (Status::BadRequest, libc::E2BIG),
+            CrossCircle => (Status::BadRequest, libc::EXDEV),
             Loop => (Status::BadRequest, libc::ELOOP),
         }
     }

@@ -735,3 +735,54 @@ fn mount_refusals() {
     );
     assert!(!util::is_mounted(t.dir.path()));
 }
+
+#[test]
+fn cross_circle_links_and_mmap_across_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, m) = setup("docs");
+    assert!(stdout(&t.admin_cli("admin", &["circle", "create", "other"])).starts_with("200"));
+    let t0 = std::time::Instant::now();
+    while !m.path("other").exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "new circle not shown"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fs::write(m.path("docs/f"), b"content").unwrap();
+    // Circles have different keys: no rename or hard link between them.
+    assert_eq!(
+        errno_of(fs::rename(m.path("docs/f"), m.path("other/f"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("docs/f"), m.path("other/f"))),
+        libc::EXDEV
+    );
+    fs::create_dir(m.path("docs/d")).unwrap();
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("docs/d"), m.path("docs/dlink"))),
+        libc::EPERM
+    );
+    assert_eq!(fs::read(m.path("docs/f")).unwrap(), b"content");
+    assert!(!m.path("other/f").exists());
+    // ... so mv falls back to copy + delete, re-encrypting under the other circle.
+    sh(&m.mp, "mv docs/f other/g");
+    assert_eq!(fs::read(m.path("other/g")).unwrap(), b"content");
+    assert!(!m.path("docs/f").exists());
+    // Writes through a shared mapping reach the store and survive a remount.
+    let data = pattern(7, 3 * 4096 + 17);
+    fs::write(m.path("docs/mm"), &data).unwrap();
+    let out = sh(
+        &m.path("docs"),
+        "python3 -c \"import mmap\nf=open('mm','r+b')\nm=mmap.mmap(f.fileno(),0)\nm[5000:5010]=b'ABCDEFGHIJ'\nm.flush()\nm.close()\nf.close()\"; echo done",
+    );
+    assert!(out.contains("done"), "{out}");
+    let mut expect = data.clone();
+    expect[5000..5010].copy_from_slice(b"ABCDEFGHIJ");
+    m.unmount();
+    let m = Mount::new(&t.store(), &m.mp, "admin", &t.pwfile("admin"), &[]);
+    assert_eq!(fs::read(m.path("docs/mm")).unwrap(), expect);
+}

@@ -401,7 +401,6 @@ impl Filesystem for CircleFs {
             .rename(p, name.as_bytes(), np, newname.as_bytes(), mode)
         {
             Ok(()) => reply.ok(),
-            Err(e) if e.detail == "rename across circles" => reply.error(Errno::EXDEV),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -353,7 +353,7 @@ impl Workspace {
             let (a, mut pa) = self.dir(tx, parent)?;
             let (b, mut pb) = self.dir(tx, newparent)?;
             if a.row.id != b.row.id {
-                return err(ErrorKind::Invalid, "rename across circles");
+                return err(ErrorKind::CrossCircle, "rename across circles");
             }
             self.check(&a, Op::WriteFiles)?;
             let src = self
@@ -473,7 +473,7 @@ impl Workspace {
             let (b, mut pb) = self.dir(tx, newparent)?;
             if a.row.id != b.row.id {
                 return err(
-                    ErrorKind::NotPermitted,
+                    ErrorKind::CrossCircle,
                     "hard links across circles are not possible",
                 );
             }
