@@ -102,6 +102,21 @@ impl Vault {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no such account {name}")))
     }
 
+    /// Account `name`, after checking the requester may manage it.
+    fn managed_account(&self, tx: &Tx<'_>, s: &Session, name: &str) -> Result<AccountRow> {
+        let subj = self.subject(tx, s)?;
+        let row = Self::target(tx, name)?;
+        authorize(
+            &subj,
+            Op::ManageAccounts,
+            &Object::Account {
+                id: row.id,
+                sysadmin: row.sysadmin,
+            },
+        )?;
+        Ok(row)
+    }
+
     /// `user create`.
     pub fn user_create(&self, s: &Session, u: NewUser) -> Result<()> {
         name::check_account_name(&u.name)?;
@@ -143,16 +158,7 @@ impl Vault {
     /// and deletes it; refused when it is the last admin of a circle.
     pub fn user_delete(&self, s: &Session, target: &str) -> Result<()> {
         self.store.write(|tx| {
-            let subj = self.subject(tx, s)?;
-            let row = Self::target(tx, target)?;
-            authorize(
-                &subj,
-                Op::ManageAccounts,
-                &Object::Account {
-                    id: row.id,
-                    sysadmin: row.sysadmin,
-                },
-            )?;
+            let row = self.managed_account(tx, s, target)?;
             if row.sysadmin {
                 return err(
                     ErrorKind::Forbidden,
@@ -345,16 +351,7 @@ impl Vault {
     /// `user verify`: mark an account verified.
     pub fn user_verify(&self, s: &Session, target: &str) -> Result<()> {
         self.store.write(|tx| {
-            let subj = self.subject(tx, s)?;
-            let mut row = Self::target(tx, target)?;
-            authorize(
-                &subj,
-                Op::ManageAccounts,
-                &Object::Account {
-                    id: row.id,
-                    sysadmin: row.sysadmin,
-                },
-            )?;
+            let mut row = self.managed_account(tx, s, target)?;
             row.verified = true;
             tx.account_update(&row)?;
             Ok(())

@@ -1,7 +1,8 @@
-//! Re-encryption of a whole circle under its current epoch (`circle rekey
-//! --reencrypt`): content under fresh file keys, names, records and xattrs
-//! re-sealed, then the older epochs' wraps deleted. Resumable: inodes
-//! already entirely on the current epoch are skipped.
+//! Re-encryption of a whole circle's content under its current epoch
+//! (`circle rekey --reencrypt`): every file under a fresh key generation
+//! (names, records and xattrs were re-sealed by the rotation), then the
+//! older epochs' wraps deleted. Resumable: files already on the current
+//! epoch are skipped.
 
 use crate::crypto::Key32;
 use crate::error::{Error, ErrorKind, Result};
@@ -35,6 +36,21 @@ impl Workspace {
         circle: CircleId,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<RekeyReport> {
+        // Older epochs must be re-sealed before their keys can go: finish a
+        // pending re-seal, or refuse when this account cannot.
+        self.vault.finish_reseals(&self.session)?;
+        if self
+            .vault
+            .store()
+            .read(|tx| tx.meta_get(&format!("reseal:{circle}")))?
+            .is_some()
+        {
+            return Err(Error::new(
+                ErrorKind::StateConflict,
+                "older key epochs of this circle are not re-sealed yet and this account \
+                 lacks some of their keys",
+            ));
+        }
         self.refresh(true)?;
         let a = self.access(circle)?;
         let epoch = a.keys.current;
@@ -69,86 +85,24 @@ impl Workspace {
         Ok(rep)
     }
 
+    /// Content of one file under a fresh key generation. Names, records and
+    /// xattrs are already on the current epoch: the rotation re-sealed them
+    /// (`vault::reseal`), so only content keys created in older epochs are
+    /// left, and only files have them.
     fn reencrypt_inode(&self, ino: InodeId) -> Result<u64> {
-        let a = self
-            .vault
-            .store()
-            .read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
         let kind = self
             .vault
             .store()
             .read(|tx| tx.inode_get(ino))?
             .map(|r| r.kind);
-        let mut blocks = 0;
-        if kind == Some(Kind::File as u8) {
-            let of = self.get_or_load(ino)?;
+        if kind != Some(Kind::File as u8) {
+            return Ok(0);
+        }
+        let of = self.get_or_load(ino)?;
+        let blocks = {
             let mut st = lock(&of)?;
-            blocks = self.reencrypt_content(ino, &mut st)?;
-        } else {
-            // Re-seal the record under the current epoch.
-            self.update_attrs(&a, ino, |_| Ok(()))?;
-        }
-        // Names of the children of a directory.
-        let cur = a.keys.current;
-        let k = a.keys.cur()?;
-        self.vault.store().write(|tx| {
-            for d in tx.dirent_list(ino, None, i64::MAX)? {
-                if d.epoch == cur {
-                    continue;
-                }
-                let old = a.keys.epoch(d.epoch)?;
-                let nm = old.name.open(
-                    &aad::dirent_name(a.row.id, ino, d.epoch),
-                    &d.name_ct,
-                    "file name",
-                )?;
-                let idx = crate::crypto::subkeys::name_index(
-                    &k.index,
-                    &aad::name_scope(a.row.id, ino),
-                    &nm,
-                )?;
-                let ct = k.name.seal(&aad::dirent_name(a.row.id, ino, cur), &nm)?;
-                tx.dirent_delete(ino, &d.name_index)?;
-                tx.dirent_insert(&crate::store::files::DirentRow {
-                    parent: ino,
-                    name_index: idx.to_vec(),
-                    epoch: cur,
-                    name_ct: ct,
-                    ino: d.ino,
-                })?;
-            }
-            Ok::<_, Error>(())
-        })?;
-        // Extended attributes.
-        let xs = self.vault.store().read(|tx| tx.xattr_list(ino))?;
-        for (idx, e, sealed) in xs {
-            if e == cur {
-                continue;
-            }
-            let old = a.keys.epoch(e)?;
-            let pt =
-                old.xattr
-                    .open(&aad::xattr(a.row.id, ino, e), &sealed, "extended attribute")?;
-            let mut r = crate::format::attrs::Reader::new(&pt);
-            let nl = r.u16()? as usize;
-            let name = r.bytes(nl)?.to_vec();
-            let new_idx = crate::crypto::subkeys::name_index(
-                &k.index,
-                &{
-                    let mut s = b"xattr".to_vec();
-                    s.extend_from_slice(&a.row.id.to_le());
-                    s.extend_from_slice(&ino.to_le());
-                    s
-                },
-                &name,
-            )?;
-            let sealed = k.xattr.seal(&aad::xattr(a.row.id, ino, cur), &pt)?;
-            self.vault.store().write(|tx| {
-                tx.xattr_remove(ino, &idx)?;
-                tx.xattr_set(ino, &new_idx, cur, &sealed)?;
-                Ok::<_, Error>(())
-            })?;
-        }
+            self.reencrypt_content(ino, &mut st)?
+        };
         let idle = lock(&self.open)?
             .get(&ino)
             .is_some_and(|f| f.try_lock().is_ok_and(|s| s.opens() == 0));
