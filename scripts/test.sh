@@ -12,6 +12,7 @@ need_pkg sqlite3 sqlite3
 need_pkg rsync rsync
 need_pkg tar tar
 need_pkg python3 python3
+need_pkg strace strace
 need_cargo_tool pjdfstest pjdfstest
 need_cargo_tool fsx fsx
 need_cargo_tool cargo-fuzz cargo-fuzz

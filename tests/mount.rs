@@ -786,3 +786,56 @@ fn cross_circle_links_and_mmap_across_remount() {
     let m = Mount::new(&t.store(), &m.mp, "admin", &t.pwfile("admin"), &[]);
     assert_eq!(fs::read(m.path("docs/mm")).unwrap(), expect);
 }
+
+#[test]
+fn other_xattr_namespaces_are_unsupported_so_ls_stops_probing() {
+    if !fuse_available() || !util::which("strace") {
+        return;
+    }
+    let (_t, m) = setup("x");
+    let d = m.path("x/d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..20 {
+        fs::write(d.join(format!("f{i}")), b"x").unwrap();
+    }
+    // user.* attributes work; other namespaces are EOPNOTSUPP, not ENODATA.
+    let f = d.join("f0");
+    let py = |code: &str| {
+        let o = Command::new("python3")
+            .args(["-c", code, f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let probe =
+        "import os,sys\ntry:\n os.getxattr(sys.argv[1], '%s')\nexcept OSError as e: print(e.errno)";
+    assert_eq!(
+        py(&probe.replace("%s", "user.none")),
+        libc::ENODATA.to_string()
+    );
+    assert_eq!(
+        py(&probe.replace("%s", "security.selinux")),
+        libc::EOPNOTSUPP.to_string()
+    );
+    assert_eq!(
+        py(&probe.replace("%s", "system.posix_acl_access")),
+        libc::EOPNOTSUPP.to_string()
+    );
+    // So `ls -l` asks about the first entries only, not about each file.
+    let o = Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=getxattr,lgetxattr", "ls", "-l"])
+        .arg(&d)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stderr);
+    let calls: u64 = report
+        .lines()
+        .filter(|l| l.contains("getxattr"))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        calls < 10,
+        "ls -l probed xattrs {calls} times for 20 files:\n{report}"
+    );
+}

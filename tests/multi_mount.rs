@@ -350,3 +350,63 @@ fn revocation_and_deletion_reach_running_mounts() {
         "every block file of the circle is removed"
     );
 }
+
+/// Poll `f` until it holds (the other mount's change feed is read every
+/// 250 ms); false after 5 s, far below the 30 s attribute cache time.
+fn within_feed_delay(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn other_mounts_changes_reach_a_warm_kernel_cache() {
+    if !fuse_available() {
+        return;
+    }
+    let (_t, a, b) = two_mounts();
+    fs::create_dir(a.path("s/d")).unwrap();
+    fs::write(a.path("s/d/keep"), b"1").unwrap();
+    fs::write(a.path("s/d/gone"), b"2").unwrap();
+    fs::write(a.path("s/d/old"), b"3").unwrap();
+    // Bob's kernel caches the names and attributes (30 s).
+    assert_eq!(fs::metadata(b.path("s/d/keep")).unwrap().len(), 1);
+    assert!(b.path("s/d/gone").exists());
+    assert!(b.path("s/d/old").exists());
+    let bob_dir_mtime = fs::metadata(b.path("s/d")).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    // Alice grows a file, deletes one, renames one, changes a mode.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(a.path("s/d/keep"))
+        .unwrap()
+        .write_all(b"2345")
+        .unwrap();
+    fs::remove_file(a.path("s/d/gone")).unwrap();
+    fs::rename(a.path("s/d/old"), a.path("s/d/new")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(a.path("s/d/new"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Bob's stat sees each change without opening anything.
+    assert!(within_feed_delay(|| fs::metadata(b.path("s/d/keep"))
+        .map(|m| m.len() == 5)
+        .unwrap_or(false)));
+    assert!(within_feed_delay(|| !b.path("s/d/gone").exists()));
+    assert!(within_feed_delay(|| !b.path("s/d/old").exists()));
+    assert!(within_feed_delay(|| fs::metadata(b.path("s/d/new"))
+        .map(|m| m.permissions().mode() & 0o777 == 0o600)
+        .unwrap_or(false)));
+    assert!(within_feed_delay(|| fs::metadata(b.path("s/d"))
+        .map(|m| m.modified().unwrap() > bob_dir_mtime)
+        .unwrap_or(false)));
+    // Bob's own changes do not come back to him as invalidations (nothing
+    // to check from outside but that they are still right).
+    fs::write(b.path("s/d/bob"), b"b").unwrap();
+    assert_eq!(fs::read(a.path("s/d/bob")).unwrap(), b"b");
+}

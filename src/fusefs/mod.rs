@@ -22,20 +22,32 @@ use fuser::{
 use crate::error::{Error, ErrorKind};
 use crate::format::attrs::Kind;
 use crate::ids::InodeId;
-use crate::vault::workspace::{Caller, NewNode, Node, RenameMode, SetAttr, Workspace, XattrMode};
+use crate::vault::workspace::{
+    Caller, Change, NewNode, Node, RenameMode, SetAttr, Workspace, XattrMode,
+};
 
 use attr::{CTL_DIR, CTL_FILE, INO_OFFSET, ROOT, to_attr, virtual_attr, walltime};
 use ctl::CtlHandle;
 
 /// Attribute and entry cache time of store inodes. Changes made through
-/// this mount update the kernel's cache as they happen; for changes made by
-/// other mounts, `open` drops the inode's cached attributes (close-to-open),
-/// a lost circle is invalidated by the change poll, and otherwise a stat may
-/// be up to this old.
-const TTL: Duration = Duration::from_secs(1);
-/// Cache time of the virtual nodes (root, `.circlefs`, `control`): none, so
-/// membership changes and per-handle control responses show at once.
+/// this mount update the kernel's cache as they happen. Changes made by
+/// other mounts reach it through the change feed, polled every 250 ms
+/// ([`poll_changes`]: changed attributes and removed names are
+/// invalidated); `open` also drops the inode's cached attributes
+/// (close-to-open), and a lost circle is invalidated by the same poll. Only
+/// a mount that misses the feed for longer than it is kept (10 s) may see a
+/// stat up to this old.
+const TTL: Duration = Duration::from_secs(30);
+/// Cache time of the control file: none, so per-handle control responses
+/// show at once.
 const VTTL: Duration = Duration::ZERO;
+/// Cache time of a virtual node's attributes. The root and `.circlefs`
+/// never change but for the circle list, whose changes invalidate the root
+/// explicitly ([`invalidate_membership`]); every path walk from `/` needs the
+/// root's mode, so it is cached. The control file's are not.
+fn virtual_ttl(ino: INodeNo) -> Duration {
+    if ino.0 == CTL_FILE { VTTL } else { TTL }
+}
 /// Entries looked at per READDIRPLUS request (the reply buffer bounds it too).
 const READDIRPLUS_BATCH: usize = 256;
 /// Name of the virtual directory at the top of the mount.
@@ -223,7 +235,7 @@ impl Filesystem for CircleFs {
         match parent.0 {
             ROOT => {
                 if name.as_bytes() == CTL_DIR_NAME.as_bytes() {
-                    return reply.entry(&VTTL, &self.ctl_dir_attr(), Generation(0));
+                    return reply.entry(&TTL, &self.ctl_dir_attr(), Generation(0));
                 }
                 let found = self.ws.circles().map(|cs| {
                     cs.into_iter()
@@ -252,7 +264,7 @@ impl Filesystem for CircleFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(a) = self.virtual_attr(ino) {
-            return reply.attr(&VTTL, &a);
+            return reply.attr(&virtual_ttl(ino), &a);
         }
         match store_ino(ino).map(|i| self.ws.getattr(i)) {
             Some(Ok(n)) => reply.attr(&TTL, &to_attr(&n)),
@@ -697,7 +709,7 @@ impl Filesystem for CircleFs {
         for (k, (i, name)) in batch.iter().enumerate() {
             let dot = name.as_slice() == b"." || name.as_slice() == b"..";
             let (ttl, attr) = match (self.virtual_attr(INodeNo(*i)), store_ino(INodeNo(*i))) {
-                (Some(a), _) => (VTTL, a),
+                (Some(a), _) => (virtual_ttl(INodeNo(*i)), a),
                 // The listing was taken at opendir: look the name up again so
                 // the kernel never caches a name that was renamed or deleted
                 // since (it would then resolve to the wrong inode).
@@ -794,7 +806,10 @@ impl Filesystem for CircleFs {
         match store_ino(ino).map(|i| self.ws.getxattr(i, name.as_bytes())) {
             Some(Ok(v)) => xattr_reply(reply, &v, size),
             Some(Err(e)) => reply.error(errno(&e)),
-            None => reply.error(Errno::from_i32(libc::ENODATA)),
+            None if name.as_bytes().starts_with(b"user.") => {
+                reply.error(Errno::from_i32(libc::ENODATA))
+            }
+            None => reply.error(Errno::from_i32(libc::ENOTSUP)),
         }
     }
 
@@ -922,6 +937,26 @@ pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
         Ok(true) => invalidate_membership(ws, notifier),
         Ok(false) => {}
         Err(e) => log::warn!("change poll failed: {e}"),
+    }
+    match ws.take_changes() {
+        Ok(changes) => invalidate_changes(&changes, notifier),
+        Err(e) => log::warn!("change feed poll failed: {e}"),
+    }
+}
+
+/// Drop what the kernel caches of inodes and names other mounts changed:
+/// attributes (the next stat asks the daemon) and removed names (the next
+/// lookup does). Pages are dropped at the next open (close-to-open).
+fn invalidate_changes(changes: &[Change], notifier: &OnceLock<Notifier>) {
+    let Some(n) = notifier.get() else { return };
+    for c in changes {
+        // Errors: the kernel no longer caches the inode or name (ENOENT).
+        let _ = match c {
+            Change::Attrs(i) => n.inval_inode(INodeNo(fuse_ino(*i)), -1, 0),
+            Change::Removed { parent, name, .. } => {
+                n.inval_entry(INodeNo(fuse_ino(*parent)), OsStr::from_bytes(name))
+            }
+        };
     }
 }
 

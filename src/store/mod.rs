@@ -2,6 +2,7 @@
 //! files, and knows only opaque bytes and public columns, never keys.
 
 pub mod blocks;
+pub mod changes;
 pub mod files;
 pub mod rows;
 pub mod schema;
@@ -43,6 +44,8 @@ pub const BLOCKS_DIR: &str = "blocks";
 pub struct Store {
     conn: Mutex<Connection>,
     root: PathBuf,
+    /// The change-feed origin of this connection, once its triggers exist.
+    feed_origin: std::sync::OnceLock<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,6 +98,7 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             root: root.to_path_buf(),
+            feed_origin: std::sync::OnceLock::new(),
         };
         store.migrate()?;
         store.write(|tx| {
@@ -121,6 +125,7 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             root: root.to_path_buf(),
+            feed_origin: std::sync::OnceLock::new(),
         };
         store.migrate()?;
         let v = store.read(|tx| tx.meta_get("format_version"))?;

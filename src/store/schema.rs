@@ -98,4 +98,19 @@ CREATE TABLE changes (
     // unwrapped is never used for new writes.
     "ALTER TABLE file_keys ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;\n\
      UPDATE file_keys SET origin = epoch;",
+    // 4: the inode change feed (see `store::changes`): written by a mount's
+    // TEMP triggers, read by the other mounts, pruned after a few seconds.
+    r#"
+CREATE TABLE inode_changes (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin    INTEGER NOT NULL,
+    ino       INTEGER NOT NULL,
+    parent    INTEGER,
+    circle_id INTEGER,
+    epoch     INTEGER,
+    name_ct   BLOB,
+    at        INTEGER NOT NULL
+);
+CREATE INDEX inode_changes_at ON inode_changes(at);
+"#,
 ];

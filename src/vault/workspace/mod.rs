@@ -2,6 +2,7 @@
 //! on `(circle, inode)` with every trust-level check, no FUSE types.
 
 mod content;
+mod feed;
 mod rekey;
 mod tree;
 mod xattr;
@@ -22,6 +23,7 @@ use super::keys::CircleKeys;
 use super::{Object, Op, Session, Vault, authorize};
 
 pub use content::OpenFile;
+pub use feed::Change;
 pub use rekey::RekeyReport;
 pub use tree::{DirEntry, NewNode, RenameMode, SetAttr};
 pub use xattr::XattrMode;
@@ -98,6 +100,7 @@ pub struct Workspace {
     session: Arc<Session>,
     state: Mutex<State>,
     open: Mutex<HashMap<InodeId, Arc<Mutex<OpenFile>>>>,
+    feed: Mutex<feed::FeedState>,
     read_only: bool,
     _mount_lock: crate::store::blocks::MountLock,
 }
@@ -128,6 +131,11 @@ impl Workspace {
                 evicted: Vec::new(),
             }),
             open: Mutex::new(HashMap::new()),
+            feed: Mutex::new(feed::FeedState {
+                origin: 0,
+                last: 0,
+                pruned: None,
+            }),
             read_only,
             _mount_lock: lock_guard,
         };
@@ -135,6 +143,7 @@ impl Workspace {
         if alone {
             ws.sweep_orphans()?;
         }
+        ws.feed_start()?;
         ws.refresh(true)?;
         Ok(ws)
     }

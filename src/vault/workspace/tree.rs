@@ -93,7 +93,7 @@ impl Workspace {
         Ok(None)
     }
 
-    fn open_name(&self, a: &CircleAccess, d: &DirentRow) -> Result<Vec<u8>> {
+    pub(super) fn open_name(&self, a: &CircleAccess, d: &DirentRow) -> Result<Vec<u8>> {
         let k = a.keys.epoch(d.epoch)?;
         let nm = k.name.open(
             &aad::dirent_name(a.row.id, d.parent, d.epoch),

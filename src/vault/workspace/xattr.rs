@@ -122,10 +122,16 @@ impl Workspace {
         })
     }
 
-    /// getxattr.
+    /// getxattr. Other namespaces than `user.` are not supported
+    /// (EOPNOTSUPP, as setxattr): `ls -l` and `cp -a` then stop probing
+    /// `security.selinux` and POSIX ACLs on this filesystem after one file
+    /// instead of asking for every file.
     pub fn getxattr(&self, ino: InodeId, name: &[u8]) -> Result<Vec<u8>> {
         if !name.starts_with(b"user.") {
-            return err(ErrorKind::NoAttr, "no such attribute");
+            return err(
+                ErrorKind::NotSupported,
+                "only user.* attributes are supported",
+            );
         }
         self.vault.store().read(|tx| {
             let (_, a) = self.row(tx, ino)?;

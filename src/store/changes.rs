@@ -1,0 +1,135 @@
+//! The inode change feed: rows a mount's TEMP triggers write as it changes
+//! records and names, read by the other mounts to drop what their kernels cache.
+
+use rusqlite::params;
+
+use super::{Store, StoreError, Tx};
+use crate::ids::{CircleId, Epoch, InodeId};
+
+/// One change made by another mount.
+#[derive(Clone, Debug)]
+pub struct InodeChange {
+    /// Feed position.
+    pub seq: i64,
+    /// The inode whose record, link count or existence changed.
+    pub ino: InodeId,
+    /// For a removed name: its directory, circle, epoch and sealed name.
+    pub removed: Option<RemovedName>,
+}
+
+/// A name removed from a directory (deleted or renamed away).
+#[derive(Clone, Debug)]
+pub struct RemovedName {
+    /// The directory.
+    pub parent: InodeId,
+    /// Its circle (None when the directory was deleted in the same change).
+    pub circle: Option<CircleId>,
+    /// Epoch of the name key that sealed the name.
+    pub epoch: Epoch,
+    /// The sealed name, as it was in `dirents`.
+    pub name_ct: Vec<u8>,
+}
+
+/// The triggers, with `{origin}` replaced by the mount's feed id. Record
+/// re-seals (revocation) change no `seq` and leave no row.
+const TRIGGERS: &str = r#"
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_record AFTER UPDATE OF seq ON main.inodes BEGIN
+    INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.id, unixepoch());
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes BEGIN
+    INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, old.id, unixepoch());
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_link AFTER INSERT ON main.dirents BEGIN
+    INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.ino, unixepoch());
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_unlink AFTER DELETE ON main.dirents BEGIN
+    INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
+    VALUES ({origin}, old.ino, old.parent,
+            (SELECT circle_id FROM main.inodes WHERE id = old.parent),
+            old.epoch, old.name_ct, unixepoch());
+END;
+"#;
+
+impl Store {
+    /// From now on, every record, link and name change made through this
+    /// connection is written to the feed under `origin` (the mount's id).
+    /// Returns the origin in effect: the first one given to this connection
+    /// (workspaces sharing a connection share its triggers).
+    pub fn record_changes(&self, origin: i64) -> Result<i64, StoreError> {
+        let conn = self.lock()?;
+        if let Some(o) = self.feed_origin.get() {
+            return Ok(*o);
+        }
+        conn.execute_batch(&TRIGGERS.replace("{origin}", &origin.to_string()))?;
+        Ok(*self.feed_origin.get_or_init(|| origin))
+    }
+}
+
+impl Tx<'_> {
+    /// The newest feed position (0 when empty).
+    pub fn changes_latest(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM inode_changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// The oldest feed position still stored (None when empty).
+    pub fn changes_oldest(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("SELECT MIN(seq) FROM inode_changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` changes after `after` made by other origins than `mine`.
+    pub fn changes_since(
+        &self,
+        after: i64,
+        mine: i64,
+        limit: usize,
+    ) -> Result<Vec<InodeChange>, StoreError> {
+        let mut st = self.c.prepare_cached(
+            "SELECT seq, ino, parent, circle_id, epoch, name_ct FROM inode_changes \
+             WHERE seq > ?1 AND origin != ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![after, mine, limit as i64], |r| {
+            let parent: Option<i64> = r.get(2)?;
+            let epoch: Option<i64> = r.get(4)?;
+            let name_ct: Option<Vec<u8>> = r.get(5)?;
+            let removed = match (parent, epoch, name_ct) {
+                (Some(p), Some(e), Some(n)) => Some(RemovedName {
+                    parent: InodeId(p),
+                    circle: r.get::<_, Option<i64>>(3)?.map(CircleId),
+                    epoch: Epoch(e.clamp(0, u32::MAX as i64) as u32),
+                    name_ct: n,
+                }),
+                _ => None,
+            };
+            Ok(InodeChange {
+                seq: r.get(0)?,
+                ino: InodeId(r.get(1)?),
+                removed,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Whether any change is older than `secs` seconds.
+    pub fn changes_stale(&self, secs: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM inode_changes WHERE at < unixepoch() - ?1)",
+            )?
+            .query_row([secs], |r| r.get(0))?)
+    }
+
+    /// Delete the changes older than `secs` seconds (every mount has read them).
+    pub fn changes_prune(&self, secs: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("DELETE FROM inode_changes WHERE at < unixepoch() - ?1")?
+            .execute([secs])?)
+    }
+}
