@@ -42,9 +42,17 @@ fn another_workspace_sees_changes_and_removed_names() {
     assert!(got.contains(&Change::Attrs(f.ino)), "{got:?}");
     assert!(got.contains(&Change::Attrs(root)), "{got:?}");
     assert!(
-        got.contains(&Change::Removed {
+        got.contains(&Change::Name {
             parent: root,
             name: b"old name".to_vec(),
+            ino: f.ino
+        }),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&Change::Name {
+            parent: root,
+            name: b"new name".to_vec(),
             ino: f.ino
         }),
         "{got:?}"
@@ -57,7 +65,7 @@ fn another_workspace_sees_changes_and_removed_names() {
     wb.unlink(root, b"new name", false).unwrap();
     let got = wa.take_changes().unwrap();
     assert!(
-        got.contains(&Change::Removed {
+        got.contains(&Change::Name {
             parent: root,
             name: b"new name".to_vec(),
             ino: f.ino

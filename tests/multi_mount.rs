@@ -53,6 +53,21 @@ fn close_to_open_between_two_accounts() {
     assert_eq!(fs::read(a.path("s/f")).unwrap(), b"from alice + bob");
     fs::write(b.path("s/f"), b"short").unwrap();
     assert_eq!(fs::read(a.path("s/f")).unwrap(), b"short");
+    // Alice's kernel holds fresh attributes and the pages (kept across
+    // opens); bob rewrites in place, same size: her next open still sees it.
+    fs::write(a.path("s/g"), b"0000000000").unwrap();
+    for round in 1..=5u8 {
+        assert_eq!(fs::metadata(a.path("s/g")).unwrap().len(), 10);
+        let _ = fs::read(a.path("s/g")).unwrap();
+        let text = vec![b'0' + round; 10];
+        let mut h = fs::OpenOptions::new()
+            .write(true)
+            .open(b.path("s/g"))
+            .unwrap();
+        h.write_all(&text).unwrap();
+        drop(h);
+        assert_eq!(fs::read(a.path("s/g")).unwrap(), text, "round {round}");
+    }
     // Concurrent O_APPEND from both mounts: nothing lost.
     let pa = a.path("s/log");
     let pb = b.path("s/log");
@@ -378,6 +393,18 @@ fn other_mounts_changes_reach_a_warm_kernel_cache() {
     assert_eq!(fs::metadata(b.path("s/d/keep")).unwrap().len(), 1);
     assert!(b.path("s/d/gone").exists());
     assert!(b.path("s/d/old").exists());
+    assert!(!b.path("s/d/later").exists()); // a cached absence
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // Twice: the second listing is served from the kernel's cache.
+    assert_eq!(names(&b.path("s/d")), ["gone", "keep", "old"]);
+    assert_eq!(names(&b.path("s/d")), ["gone", "keep", "old"]);
     let bob_dir_mtime = fs::metadata(b.path("s/d")).unwrap().modified().unwrap();
     std::thread::sleep(Duration::from_millis(20));
 
@@ -390,6 +417,7 @@ fn other_mounts_changes_reach_a_warm_kernel_cache() {
         .unwrap();
     fs::remove_file(a.path("s/d/gone")).unwrap();
     fs::rename(a.path("s/d/old"), a.path("s/d/new")).unwrap();
+    fs::write(a.path("s/d/later"), b"now").unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(a.path("s/d/new"), fs::Permissions::from_mode(0o600)).unwrap();
 
@@ -399,6 +427,11 @@ fn other_mounts_changes_reach_a_warm_kernel_cache() {
         .unwrap_or(false)));
     assert!(within_feed_delay(|| !b.path("s/d/gone").exists()));
     assert!(within_feed_delay(|| !b.path("s/d/old").exists()));
+    assert!(within_feed_delay(|| b.path("s/d/later").exists()));
+    assert_eq!(fs::read(b.path("s/d/later")).unwrap(), b"now");
+    assert!(within_feed_delay(
+        || names(&b.path("s/d")) == ["keep", "later", "new"]
+    ));
     assert!(within_feed_delay(|| fs::metadata(b.path("s/d/new"))
         .map(|m| m.permissions().mode() & 0o777 == 0o600)
         .unwrap_or(false)));

@@ -55,9 +55,17 @@ pub const CTL_DIR_NAME: &str = ".circlefs";
 /// Name of the control file inside it.
 pub const CTL_FILE_NAME: &str = "control";
 
+/// Directory entries: inode, type, name.
+type Listing = Vec<(u64, FileType, Vec<u8>)>;
+
 enum Handle {
-    File { ino: InodeId, append: bool },
-    Dir(Vec<(u64, FileType, Vec<u8>)>),
+    File {
+        ino: InodeId,
+        append: bool,
+    },
+    /// A directory's listing, taken at the first READDIR(PLUS) of the
+    /// handle (none when the kernel serves the listing from its cache).
+    Dir(Option<Listing>),
     Ctl(CtlHandle),
 }
 
@@ -256,7 +264,17 @@ impl Filesystem for CircleFs {
             }
             CTL_FILE => reply.error(Errno::ENOTDIR),
             _ => match store_ino(parent) {
-                Some(p) => Self::entry(reply, self.ws.lookup(p, name.as_bytes())),
+                Some(p) => match self.ws.lookup(p, name.as_bytes()) {
+                    // Cache the absence too (git and compilers probe many
+                    // absent names); another mount adding the name
+                    // invalidates it through the change feed.
+                    Err(e) if e.kind == ErrorKind::NotFound => reply.entry(
+                        &TTL,
+                        &virtual_attr(0, false, 0, 0, 0, 0, self.started),
+                        Generation(0),
+                    ),
+                    r => Self::entry(reply, r),
+                },
                 None => reply.error(Errno::ENOENT),
             },
         }
@@ -447,13 +465,20 @@ impl Filesystem for CircleFs {
                     ino: i,
                     append: flags.0 & libc::O_APPEND != 0,
                 });
-                // Close-to-open: another mount may have changed the file
-                // since the kernel cached its attributes (the pages are
-                // dropped anyway: no FOPEN_KEEP_CACHE). Attributes only.
-                if let Some(n) = self.notifier.get() {
-                    let _ = n.inval_inode(ino, -1, 0);
-                }
-                reply.opened(fh, FopenFlags::empty());
+                // Close-to-open: if another mount changed the file since
+                // the change feed was last read, drop the kernel's
+                // attributes and pages of it; otherwise keep the pages (the
+                // feed's poll drops them when another mount changes it).
+                let flags = match self.ws.changed_elsewhere(i) {
+                    Ok(false) => FopenFlags::FOPEN_KEEP_CACHE,
+                    _ => {
+                        if let Some(n) = self.notifier.get() {
+                            let _ = n.inval_inode(ino, 0, 0);
+                        }
+                        FopenFlags::empty()
+                    }
+                };
+                reply.opened(fh, flags);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -603,53 +628,17 @@ impl Filesystem for CircleFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let entries: Result<Vec<(u64, FileType, Vec<u8>)>, Error> = match ino.0 {
-            ROOT => self.ws.circles().map(|cs| {
-                let mut v = vec![
-                    (ROOT, FileType::Directory, b".".to_vec()),
-                    (ROOT, FileType::Directory, b"..".to_vec()),
-                    (
-                        CTL_DIR,
-                        FileType::Directory,
-                        CTL_DIR_NAME.as_bytes().to_vec(),
-                    ),
-                ];
-                v.extend(
-                    cs.into_iter()
-                        .map(|c| (fuse_ino(c.root), FileType::Directory, c.name.0.into_bytes())),
-                );
-                v
-            }),
-            CTL_DIR => Ok(vec![
-                (CTL_DIR, FileType::Directory, b".".to_vec()),
-                (ROOT, FileType::Directory, b"..".to_vec()),
-                (
-                    CTL_FILE,
-                    FileType::RegularFile,
-                    CTL_FILE_NAME.as_bytes().to_vec(),
-                ),
-            ]),
-            _ => match store_ino(ino) {
-                None => Err(Error::new(ErrorKind::NotDir, "not a directory")),
-                Some(i) => self.ws.readdir(i).and_then(|list| {
-                    let parent = self.ws.parent_of(i)?.map(fuse_ino).unwrap_or(ROOT);
-                    let mut v = vec![
-                        (ino.0, FileType::Directory, b".".to_vec()),
-                        (parent, FileType::Directory, b"..".to_vec()),
-                    ];
-                    v.extend(list.into_iter().map(|d| {
-                        (
-                            fuse_ino(d.ino),
-                            attr::file_type(d.kind, kind_mode(d.kind)),
-                            d.name,
-                        )
-                    }));
-                    Ok(v)
-                }),
-            },
-        };
-        match entries {
-            Ok(v) => reply.opened(self.add_handle(Handle::Dir(v)), FopenFlags::empty()),
+        if store_ino(ino).is_some() {
+            // Store directories: the kernel keeps the listing in its cache
+            // across opens; it drops it when the directory's mtime changes
+            // (every change through this mount, and changes of other mounts
+            // through the change feed's attribute invalidation). The listing
+            // is taken only if the kernel asks for it.
+            let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+            return reply.opened(self.add_handle(Handle::Dir(None)), flags);
+        }
+        match self.listing(ino) {
+            Ok(v) => reply.opened(self.add_handle(Handle::Dir(Some(v))), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -657,15 +646,18 @@ impl Filesystem for CircleFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        if let Err(e) = self.handle_listing(ino, fh) {
+            return reply.error(e);
+        }
         let Ok(hs) = self.handles.lock() else {
             return reply.error(Errno::EIO);
         };
-        let Some(Handle::Dir(v)) = hs.get(&fh.0) else {
+        let Some(Handle::Dir(Some(v))) = hs.get(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
         for (k, (ino, kind, name)) in v.iter().enumerate().skip(offset as usize) {
@@ -692,11 +684,14 @@ impl Filesystem for CircleFs {
         let _ = req;
         // Entries with their attributes (ls -l, find, du): the kernel caches
         // both, so no LOOKUP/GETATTR follows per entry.
+        if let Err(e) = self.handle_listing(ino, fh) {
+            return reply.error(e);
+        }
         let batch: Vec<(u64, Vec<u8>)> = {
             let Ok(hs) = self.handles.lock() else {
                 return reply.error(Errno::EIO);
             };
-            let Some(Handle::Dir(v)) = hs.get(&fh.0) else {
+            let Some(Handle::Dir(Some(v))) = hs.get(&fh.0) else {
                 return reply.error(Errno::EBADF);
             };
             v.iter()
@@ -917,6 +912,73 @@ fn kind_mode(k: Kind) -> u32 {
 }
 
 impl CircleFs {
+    /// The entries of a directory, with `.` and `..`.
+    fn listing(&self, ino: INodeNo) -> Result<Listing, Error> {
+        match ino.0 {
+            ROOT => self.ws.circles().map(|cs| {
+                let mut v = vec![
+                    (ROOT, FileType::Directory, b".".to_vec()),
+                    (ROOT, FileType::Directory, b"..".to_vec()),
+                    (
+                        CTL_DIR,
+                        FileType::Directory,
+                        CTL_DIR_NAME.as_bytes().to_vec(),
+                    ),
+                ];
+                v.extend(
+                    cs.into_iter()
+                        .map(|c| (fuse_ino(c.root), FileType::Directory, c.name.0.into_bytes())),
+                );
+                v
+            }),
+            CTL_DIR => Ok(vec![
+                (CTL_DIR, FileType::Directory, b".".to_vec()),
+                (ROOT, FileType::Directory, b"..".to_vec()),
+                (
+                    CTL_FILE,
+                    FileType::RegularFile,
+                    CTL_FILE_NAME.as_bytes().to_vec(),
+                ),
+            ]),
+            _ => match store_ino(ino) {
+                None => Err(Error::new(ErrorKind::NotDir, "not a directory")),
+                Some(i) => self.ws.readdir(i).and_then(|list| {
+                    let parent = self.ws.parent_of(i)?.map(fuse_ino).unwrap_or(ROOT);
+                    let mut v = vec![
+                        (ino.0, FileType::Directory, b".".to_vec()),
+                        (parent, FileType::Directory, b"..".to_vec()),
+                    ];
+                    v.extend(list.into_iter().map(|d| {
+                        (
+                            fuse_ino(d.ino),
+                            attr::file_type(d.kind, kind_mode(d.kind)),
+                            d.name,
+                        )
+                    }));
+                    Ok(v)
+                }),
+            },
+        }
+    }
+
+    /// The listing of an open directory handle, taken now if not yet.
+    fn handle_listing(&self, ino: INodeNo, fh: FileHandle) -> Result<(), Errno> {
+        {
+            let hs = self.handles.lock().map_err(|_| Errno::EIO)?;
+            match hs.get(&fh.0) {
+                Some(Handle::Dir(Some(_))) => return Ok(()),
+                Some(Handle::Dir(None)) => {}
+                _ => return Err(Errno::EBADF),
+            }
+        }
+        let v = self.listing(ino).map_err(|e| errno(&e))?;
+        let mut hs = self.handles.lock().map_err(|_| Errno::EIO)?;
+        if let Some(Handle::Dir(slot @ None)) = hs.get_mut(&fh.0) {
+            *slot = Some(v);
+        }
+        Ok(())
+    }
+
     fn control_done(&self, produced: (Vec<u8>, bool)) {
         let (out, mutated) = produced;
         if !out.is_empty()
@@ -945,15 +1007,16 @@ pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
 }
 
 /// Drop what the kernel caches of inodes and names other mounts changed:
-/// attributes (the next stat asks the daemon) and removed names (the next
-/// lookup does). Pages are dropped at the next open (close-to-open).
+/// attributes and pages (the next stat or read asks the daemon; a
+/// directory's cached listing goes with its mtime) and added or removed
+/// names, positive or negative (the next lookup asks).
 fn invalidate_changes(changes: &[Change], notifier: &OnceLock<Notifier>) {
     let Some(n) = notifier.get() else { return };
     for c in changes {
         // Errors: the kernel no longer caches the inode or name (ENOENT).
         let _ = match c {
-            Change::Attrs(i) => n.inval_inode(INodeNo(fuse_ino(*i)), -1, 0),
-            Change::Removed { parent, name, .. } => {
+            Change::Attrs(i) => n.inval_inode(INodeNo(fuse_ino(*i)), 0, 0),
+            Change::Name { parent, name, .. } => {
                 n.inval_entry(INodeNo(fuse_ino(*parent)), OsStr::from_bytes(name))
             }
         };

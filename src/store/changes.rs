@@ -13,13 +13,14 @@ pub struct InodeChange {
     pub seq: i64,
     /// The inode whose record, link count or existence changed.
     pub ino: InodeId,
-    /// For a removed name: its directory, circle, epoch and sealed name.
-    pub removed: Option<RemovedName>,
+    /// For an added or removed name: its directory, circle, epoch and sealed name.
+    pub name: Option<ChangedName>,
 }
 
-/// A name removed from a directory (deleted or renamed away).
+/// A name added to or removed from a directory (created, linked, deleted,
+/// renamed away or to).
 #[derive(Clone, Debug)]
-pub struct RemovedName {
+pub struct ChangedName {
     /// The directory.
     pub parent: InodeId,
     /// Its circle (None when the directory was deleted in the same change).
@@ -40,7 +41,10 @@ CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, old.id, unixepoch());
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_link AFTER INSERT ON main.dirents BEGIN
-    INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.ino, unixepoch());
+    INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
+    VALUES ({origin}, new.ino, new.parent,
+            (SELECT circle_id FROM main.inodes WHERE id = new.parent),
+            new.epoch, new.name_ct, unixepoch());
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_unlink AFTER DELETE ON main.dirents BEGIN
     INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
@@ -97,8 +101,8 @@ impl Tx<'_> {
             let parent: Option<i64> = r.get(2)?;
             let epoch: Option<i64> = r.get(4)?;
             let name_ct: Option<Vec<u8>> = r.get(5)?;
-            let removed = match (parent, epoch, name_ct) {
-                (Some(p), Some(e), Some(n)) => Some(RemovedName {
+            let name = match (parent, epoch, name_ct) {
+                (Some(p), Some(e), Some(n)) => Some(ChangedName {
                     parent: InodeId(p),
                     circle: r.get::<_, Option<i64>>(3)?.map(CircleId),
                     epoch: Epoch(e.clamp(0, u32::MAX as i64) as u32),
@@ -109,10 +113,21 @@ impl Tx<'_> {
             Ok(InodeChange {
                 seq: r.get(0)?,
                 ino: InodeId(r.get(1)?),
-                removed,
+                name,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Whether another origin than `mine` changed `ino` after `after`.
+    pub fn changed_since(&self, after: i64, ino: InodeId, mine: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM inode_changes \
+                 WHERE seq > ?1 AND ino = ?2 AND origin != ?3)",
+            )?
+            .query_row(params![after, ino.0, mine], |r| r.get(0))?)
     }
 
     /// Whether any change is older than `secs` seconds.

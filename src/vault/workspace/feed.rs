@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::InodeId;
 use crate::store::files::DirentRow;
 
@@ -22,8 +22,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 pub enum Change {
     /// The inode's attributes or link count changed, or it is gone.
     Attrs(InodeId),
-    /// `name` no longer names `ino` in directory `parent`.
-    Removed {
+    /// `name` in directory `parent` was added (naming `ino`) or removed
+    /// (it named `ino`): the kernel's entry for it, or its cached absence,
+    /// is stale.
+    Name {
         /// The directory.
         parent: InodeId,
         /// The plaintext name.
@@ -58,20 +60,39 @@ impl Workspace {
         Ok(())
     }
 
-    /// Changes other mounts made since the last call. A removed name of a
+    /// Whether another mount changed `ino` since the feed was last read
+    /// (what the last read found has been invalidated already). Open uses
+    /// it for close-to-open: only then are the kernel's attributes and pages
+    /// of the file dropped.
+    pub fn changed_elsewhere(&self, ino: InodeId) -> Result<bool> {
+        let (last, origin) = {
+            let f = lock(&self.feed)?;
+            (f.last, f.origin)
+        };
+        Ok(self
+            .vault
+            .store()
+            .read(|tx| tx.changed_since(last, ino, origin))?)
+    }
+
+    /// Changes other mounts made since the last call. A changed name of a
     /// circle this session cannot read (or that fails to open) is reported
     /// as a change of the directory's attributes only.
     pub fn take_changes(&self) -> Result<Vec<Change>> {
         let mut feed = lock(&self.feed)?;
-        let rows = self
-            .vault
-            .store()
-            .read(|tx| tx.changes_since(feed.last, feed.origin, BATCH))?;
+        let (latest, rows) = self.vault.store().read(|tx| {
+            let latest = tx.changes_latest()?;
+            Ok::<_, Error>((latest, tx.changes_since(feed.last, feed.origin, BATCH)?))
+        })?;
+        // Past our own rows too, unless the batch was cut short.
+        if rows.len() < BATCH {
+            feed.last = feed.last.max(latest);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             feed.last = feed.last.max(r.seq);
             out.push(Change::Attrs(r.ino));
-            let Some(rm) = &r.removed else { continue };
+            let Some(rm) = &r.name else { continue };
             out.push(Change::Attrs(rm.parent));
             let name = rm.circle.and_then(|c| self.access(c).ok()).and_then(|a| {
                 let d = DirentRow {
@@ -84,7 +105,7 @@ impl Workspace {
                 self.open_name(&a, &d).ok()
             });
             if let Some(name) = name {
-                out.push(Change::Removed {
+                out.push(Change::Name {
                     parent: rm.parent,
                     name,
                     ino: r.ino,
