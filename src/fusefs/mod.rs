@@ -701,22 +701,40 @@ impl Filesystem for CircleFs {
                 .collect()
         };
         let dir = store_ino(ino);
+        // The listing was taken earlier: look every name up again (one
+        // transaction for the batch) so the kernel never caches a name that
+        // was renamed or deleted since (it would resolve to the wrong inode).
+        let is_dot = |n: &[u8]| n == b"." || n == b"..";
+        // Batch position -> its fresh node.
+        let mut fresh: HashMap<usize, Node> = HashMap::new();
+        if let Some(d) = dir {
+            let (at, want): (Vec<usize>, Vec<(&[u8], InodeId)>) = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, n))| !is_dot(n))
+                .filter_map(|(k, (i, n))| Some((k, (n.as_slice(), store_ino(INodeNo(*i))?))))
+                .unzip();
+            match self.ws.lookup_many(d, &want) {
+                Ok(nodes) => {
+                    for (k, n) in at.into_iter().zip(nodes) {
+                        if let Some(n) = n {
+                            fresh.insert(k, n);
+                        }
+                    }
+                }
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
         for (k, (i, name)) in batch.iter().enumerate() {
-            let dot = name.as_slice() == b"." || name.as_slice() == b"..";
             let (ttl, attr) = match (self.virtual_attr(INodeNo(*i)), store_ino(INodeNo(*i))) {
                 (Some(a), _) => (virtual_ttl(INodeNo(*i)), a),
-                // The listing was taken at opendir: look the name up again so
-                // the kernel never caches a name that was renamed or deleted
-                // since (it would then resolve to the wrong inode).
-                (None, Some(s)) => match dir.filter(|_| !dot) {
-                    Some(d) => match self.ws.lookup(d, name) {
-                        Ok(n) if n.ino == s => (TTL, to_attr(&n)),
-                        _ => continue,
-                    },
-                    None => match self.ws.getattr(s) {
-                        Ok(n) => (TTL, to_attr(&n)),
-                        Err(_) => continue,
-                    },
+                (None, Some(s)) if dir.is_none() || is_dot(name) => match self.ws.getattr(s) {
+                    Ok(n) => (TTL, to_attr(&n)),
+                    Err(_) => continue,
+                },
+                (None, Some(_)) => match fresh.get(&k) {
+                    Some(n) => (TTL, to_attr(n)),
+                    None => continue,
                 },
                 (None, None) => continue,
             };

@@ -130,21 +130,88 @@ impl Tx<'_> {
             .query_row(params![after, ino.0, mine], |r| r.get(0))?)
     }
 
-    /// Whether any change is older than `secs` seconds.
+    /// Whether anything is left to prune (see [`Tx::changes_prune`]).
     pub fn changes_stale(&self, secs: i64) -> Result<bool, StoreError> {
         Ok(self
             .c
             .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM inode_changes WHERE at < unixepoch() - ?1)",
+                "SELECT EXISTS (SELECT 1 FROM inode_changes WHERE at < unixepoch() - ?1 \
+                 AND (seq < (SELECT MAX(seq) FROM inode_changes) OR name_ct IS NOT NULL))",
             )?
             .query_row([secs], |r| r.get(0))?)
     }
 
-    /// Delete the changes older than `secs` seconds (every mount has read them).
+    /// Delete the changes older than `secs` seconds (every mount has read
+    /// them). The newest row stays, its name cleared: `seq` is a plain rowid
+    /// (max + 1), so keeping the maximum keeps every later `seq` above what
+    /// mounts have read, and no sealed name outlives the window.
     pub fn changes_prune(&self, secs: i64) -> Result<usize, StoreError> {
-        Ok(self
+        let n = self
             .c
-            .prepare_cached("DELETE FROM inode_changes WHERE at < unixepoch() - ?1")?
-            .execute([secs])?)
+            .prepare_cached(
+                "DELETE FROM inode_changes WHERE at < unixepoch() - ?1 \
+                 AND seq < (SELECT MAX(seq) FROM inode_changes)",
+            )?
+            .execute([secs])?;
+        self.c
+            .prepare_cached(
+                "UPDATE inode_changes SET parent = NULL, circle_id = NULL, epoch = NULL, \
+                 name_ct = NULL WHERE at < unixepoch() - ?1 AND name_ct IS NOT NULL",
+            )?
+            .execute([secs])?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn prune_keeps_the_newest_row_nameless_so_seq_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s")).unwrap();
+        {
+            let c = store.lock().unwrap();
+            for n in 1..=3 {
+                c.execute(
+                    "INSERT INTO inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at) \
+                     VALUES (7, ?1, 1, 1, 1, x'aa', 0)",
+                    [n],
+                )
+                .unwrap();
+            }
+        }
+        assert!(store.read(|tx| tx.changes_stale(10)).unwrap());
+        assert_eq!(store.write(|tx| tx.changes_prune(10)).unwrap(), 2);
+        assert!(!store.read(|tx| tx.changes_stale(10)).unwrap());
+        let left = store.read(|tx| tx.changes_since(0, 0, 10)).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].seq, 3);
+        assert!(left[0].name.is_none());
+        // The next row continues after it.
+        store.record_changes(9).unwrap();
+        store
+            .write(|tx| {
+                tx.c.execute(
+                    "INSERT INTO inode_changes(origin, ino, at) VALUES (9, 5, unixepoch())",
+                    [],
+                )?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(store.read(|tx| tx.changes_latest()).unwrap(), 4);
+        // Rows of one's own origin are skipped.
+        assert!(
+            store
+                .read(|tx| tx.changes_since(3, 9, 10))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.read(|tx| tx.changes_since(3, 1, 10)).unwrap().len(),
+            1
+        );
     }
 }

@@ -99,10 +99,12 @@ CREATE TABLE changes (
     "ALTER TABLE file_keys ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;\n\
      UPDATE file_keys SET origin = epoch;",
     // 4: the inode change feed (see `store::changes`): written by a mount's
-    // TEMP triggers, read by the other mounts, pruned after a few seconds.
+    // TEMP triggers, read by the other mounts, pruned after a few seconds
+    // (the newest row is always kept, so `seq` never goes back: no
+    // AUTOINCREMENT and no index, one page less per transaction each).
     r#"
 CREATE TABLE inode_changes (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq       INTEGER PRIMARY KEY,
     origin    INTEGER NOT NULL,
     ino       INTEGER NOT NULL,
     parent    INTEGER,
@@ -111,6 +113,5 @@ CREATE TABLE inode_changes (
     name_ct   BLOB,
     at        INTEGER NOT NULL
 );
-CREATE INDEX inode_changes_at ON inode_changes(at);
 "#,
 ];

@@ -151,6 +151,55 @@ impl Workspace {
         self.getattr(ino)
     }
 
+    /// Look up several names of one directory, each expected to name a
+    /// given inode (READDIRPLUS re-checking a listing), in one transaction.
+    /// An entry is None when its name is gone, names another inode now, or
+    /// fails to open (logged; the entry is left out of the listing).
+    pub fn lookup_many(
+        &self,
+        parent: InodeId,
+        names: &[(&[u8], InodeId)],
+    ) -> Result<Vec<Option<Node>>> {
+        let mut out = self.vault.store().read(|tx| {
+            let (a, _) = self.dir(tx, parent)?;
+            self.check(&a, Op::ReadFiles)?;
+            let one = |nm: &[u8], want: InodeId| -> Result<Option<Node>> {
+                match self.find(tx, &a, parent, nm)? {
+                    Some(d) if d.ino == want => {
+                        let (row, a) = self.row(tx, want)?;
+                        let attrs = a.keys.open_attrs(&row)?;
+                        let nlink = Self::nlink(tx, want, attrs.kind, a.row.root == Some(want))?;
+                        Ok(Some(Node {
+                            ino: want,
+                            attrs,
+                            nlink,
+                        }))
+                    }
+                    _ => Ok(None),
+                }
+            };
+            Ok::<_, Error>(
+                names
+                    .iter()
+                    .map(|(nm, want)| {
+                        one(nm, *want).unwrap_or_else(|e| {
+                            log::debug!("entry left out of a listing: {e}");
+                            None
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })?;
+        // Open files: their live attributes (outside the transaction: an
+        // open file's lock is never taken while the store lock is held).
+        for n in out.iter_mut().flatten() {
+            if let Some(live) = self.open_attrs(n.ino)? {
+                n.attrs = live;
+            }
+        }
+        Ok(out)
+    }
+
     /// Parent directory of a directory (None for a circle root).
     pub fn parent_of(&self, dir: InodeId) -> Result<Option<InodeId>> {
         Ok(self.vault.store().read(|tx| tx.dir_parent(dir))?)
