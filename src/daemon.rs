@@ -13,7 +13,10 @@ use crate::fusefs::{CircleFs, poll_changes};
 use crate::vault::workspace::Workspace;
 use crate::vault::{Session, Vault};
 
-/// Mount options.
+/// How long a group-commit batch gathers operations before it is committed.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+/// Mount options (`-o`).
 #[derive(Clone, Debug, Default)]
 pub struct MountOptions {
     /// Read-only mount.
@@ -22,6 +25,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Commit every operation on its own (no group commit).
+    pub no_batch: bool,
 }
 
 impl MountOptions {
@@ -37,6 +42,7 @@ impl MountOptions {
                 "ro" => o.read_only = true,
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
+                "nobatch" => o.no_batch = true,
                 x if x.starts_with("threads=") => {
                     o.threads = x[8..]
                         .parse::<usize>()
@@ -49,7 +55,9 @@ impl MountOptions {
                 x => {
                     return err(
                         ErrorKind::BadRequest,
-                        format!("unknown mount option {x} (ro, rw, allow_other, threads=N)"),
+                        format!(
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch)"
+                        ),
                     );
                 }
             }
@@ -164,6 +172,26 @@ pub fn serve(
         }
     });
 
+    // Group commit: operations share a transaction, committed by this
+    // flusher within BATCH_WINDOW (or earlier by a close, fsync, block
+    // removal or truncation).
+    if !opts.no_batch {
+        ws.vault().store().set_group_commit(true)?;
+        let ws = ws.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = ws
+                    .vault()
+                    .store()
+                    .flush_batch(Duration::from_millis(250), BATCH_WINDOW)
+                {
+                    log::error!("group commit failed: {e}");
+                }
+            }
+        });
+    }
+
     // Membership changes made by other processes.
     {
         let ws = ws.clone();
@@ -183,6 +211,9 @@ pub fn serve(
     sig_handle.close();
     if let Err(e) = ws.shutdown() {
         log::error!("final flush failed: {e}");
+    }
+    if let Err(e) = ws.vault().store().set_group_commit(false) {
+        log::error!("final commit failed: {e}");
     }
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("FUSE session: {e}")))
 }

@@ -82,13 +82,13 @@ impl Store {
         }
     }
 
-    /// Delete the block file of `ino` (missing is fine).
+    /// Delete the block file of `ino` (missing is fine) once the row
+    /// deletions that precede this are committed (at once, or when the
+    /// open batch commits), so a crash never leaves rows pointing at a
+    /// removed file; a crash in between leaves an orphan file, which the
+    /// next mount removes.
     pub fn block_remove(&self, ino: InodeId) -> Result<(), StoreError> {
-        match std::fs::remove_file(self.block_path(ino)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.remove_after_commit(self.block_path(ino))
     }
 
     /// Every block file with the inode its name encodes (unparsable names skipped).
@@ -139,6 +139,15 @@ pub fn read_slot(f: &File, idx: BlockIndex, buf: &mut [u8]) -> Result<bool, Stor
         }
     }
     Ok(true)
+}
+
+/// Remove a file; missing is fine.
+pub(crate) fn remove_file(p: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Write consecutive slots starting at `first`.

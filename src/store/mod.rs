@@ -8,8 +8,9 @@ pub mod rows;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -40,9 +41,31 @@ pub const DB_FILE: &str = "circlefs.db";
 /// Name of the block directory inside a store directory.
 pub const BLOCKS_DIR: &str = "blocks";
 
+/// The connection and the write batch it may hold open (group commit).
+pub(crate) struct Conn {
+    c: Connection,
+    /// When the open batch began (None: no transaction open between calls).
+    batch: Option<Instant>,
+    /// Block files to remove once the batch deleting their rows commits.
+    doomed: Vec<PathBuf>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.c
+    }
+}
+
 /// An open store: one SQLite connection plus the block directory.
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
+    /// Signalled when a batch opens while the flusher is parked.
+    batch_opened: Condvar,
+    /// The flusher waits on `batch_opened` (idle for a while).
+    flusher_parked: AtomicBool,
+    /// Group commit on (a mount's connection): see [`Store::write`].
+    group: AtomicBool,
     root: PathBuf,
     /// The change-feed origin of this connection, once its triggers exist.
     feed_origin: std::sync::OnceLock<i64>,
@@ -62,6 +85,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
+    // Savepoint (statement) journals of group-commit batches in memory, not temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -96,7 +121,14 @@ impl Store {
         )?;
         configure(&conn)?;
         let store = Store {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn {
+                c: conn,
+                batch: None,
+                doomed: Vec::new(),
+            }),
+            batch_opened: Condvar::new(),
+            flusher_parked: AtomicBool::new(false),
+            group: AtomicBool::new(false),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
         };
@@ -123,7 +155,14 @@ impl Store {
         )?;
         configure(&conn)?;
         let store = Store {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn {
+                c: conn,
+                batch: None,
+                doomed: Vec::new(),
+            }),
+            batch_opened: Condvar::new(),
+            flusher_parked: AtomicBool::new(false),
+            group: AtomicBool::new(false),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
         };
@@ -144,13 +183,15 @@ impl Store {
         &self.root
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .c
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let have: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let want = schema::MIGRATIONS.len() as i64;
         if have > want {
@@ -170,23 +211,147 @@ impl Store {
         Ok(())
     }
 
-    /// Run `f` in a read transaction.
+    /// Run `f` in a read transaction (inside the open batch, if any: this
+    /// connection sees its own uncommitted writes).
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let conn = self.lock()?;
-        in_tx(&conn, "BEGIN DEFERRED", f)
+        if conn.batch.is_some() {
+            return f(&Tx::new(&conn.c));
+        }
+        in_tx(&conn.c, "BEGIN DEFERRED", f)
     }
 
-    /// Run `f` in one write transaction (BEGIN IMMEDIATE); committed only if
-    /// `f` returns Ok, rolled back otherwise: all or nothing.
+    /// Run `f` in one write transaction; committed only if `f` returns Ok,
+    /// rolled back otherwise: all or nothing.
+    ///
+    /// With group commit on ([`Store::set_group_commit`]), `f` runs in a
+    /// savepoint of a batch transaction that stays open between calls and
+    /// is committed by [`Store::commit_pending`] (the mount's flusher, a
+    /// few milliseconds later, or any sync, close, block-file removal or
+    /// truncation first): several operations share one commit. Each `f` is
+    /// still all or nothing; a crash loses at most the uncommitted batch,
+    /// which no fsync has covered.
     pub fn write<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let conn = self.lock()?;
-        in_tx(&conn, "BEGIN IMMEDIATE", f)
+        let mut conn = self.lock()?;
+        if !self.group.load(Ordering::Relaxed) {
+            return in_tx(&conn.c, "BEGIN IMMEDIATE", f);
+        }
+        if conn.batch.is_none() {
+            exec(&conn.c, "BEGIN IMMEDIATE")?;
+            conn.batch = Some(Instant::now());
+            if self.flusher_parked.load(Ordering::Relaxed) {
+                self.batch_opened.notify_all();
+            }
+        }
+        exec(&conn.c, "SAVEPOINT op")?;
+        match f(&Tx::new(&conn.c)) {
+            Ok(v) => {
+                exec(&conn.c, "RELEASE op")?;
+                Ok(v)
+            }
+            Err(e) => {
+                if conn.c.is_autocommit() {
+                    // SQLite rolled the whole batch back (I/O error, full disk).
+                    log::error!("a failed operation rolled back the uncommitted batch");
+                    conn.batch = None;
+                } else if let Err(re) =
+                    exec(&conn.c, "ROLLBACK TO op").and_then(|_| exec(&conn.c, "RELEASE op"))
+                {
+                    log::error!("rollback to savepoint failed: {re}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Turn group commit on or off (off commits what is pending).
+    pub fn set_group_commit(&self, on: bool) -> Result<(), StoreError> {
+        if !on {
+            self.commit_pending()?;
+        }
+        self.group.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Commit the open batch, if any.
+    pub fn commit_pending(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        Self::commit_locked(&mut conn)
+    }
+
+    fn commit_locked(conn: &mut Conn) -> Result<(), StoreError> {
+        if conn.batch.take().is_none() {
+            return Ok(());
+        }
+        if let Err(e) = exec(&conn.c, "COMMIT") {
+            if !conn.c.is_autocommit()
+                && let Err(re) = exec(&conn.c, "ROLLBACK")
+            {
+                log::error!("rollback failed: {re}");
+            }
+            // The rows of the doomed files are back: keep the files.
+            conn.doomed.clear();
+            return Err(e);
+        }
+        for p in conn.doomed.drain(..) {
+            blocks::remove_file(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Remove `path` once the rows that referenced it are committed: now
+    /// when no batch is open, else after the batch commits.
+    pub(crate) fn remove_after_commit(&self, path: PathBuf) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        if conn.batch.is_some() {
+            conn.doomed.push(path);
+            return Ok(());
+        }
+        drop(conn);
+        blocks::remove_file(&path)
+    }
+
+    /// One round of the flusher: commit the batch once it is `gather` old;
+    /// when none has opened for `idle`, park until one does. Returns whether
+    /// it committed.
+    pub fn flush_batch(&self, idle: Duration, gather: Duration) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        loop {
+            let mut conn = self.lock()?;
+            match conn.batch {
+                Some(at) if at.elapsed() >= gather => {
+                    Self::commit_locked(&mut conn)?;
+                    return Ok(true);
+                }
+                Some(at) => {
+                    let rest = gather.saturating_sub(at.elapsed());
+                    drop(conn);
+                    std::thread::sleep(rest);
+                }
+                None if started.elapsed() < idle => {
+                    drop(conn);
+                    std::thread::sleep(gather);
+                }
+                None => {
+                    self.flusher_parked.store(true, Ordering::Relaxed);
+                    let waited = self
+                        .batch_opened
+                        .wait_timeout_while(conn, idle, |c| c.batch.is_none())
+                        .map_err(|_| StoreError::Poisoned);
+                    self.flusher_parked.store(false, Ordering::Relaxed);
+                    let (conn, _) = waited?;
+                    if conn.batch.is_none() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
     }
 
     /// Relax durability for a mount's connection: commits are ordered but
@@ -198,9 +363,10 @@ impl Store {
         Ok(())
     }
 
-    /// Make every committed transaction durable: fsync the WAL file.
+    /// Make every transaction durable: commit the open batch, fsync the WAL file.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let _conn = self.lock()?;
+        let mut conn = self.lock()?;
+        Self::commit_locked(&mut conn)?;
         let wal = self.root.join(format!("{DB_FILE}-wal"));
         match std::fs::File::open(&wal) {
             Ok(f) => f.sync_data()?,
@@ -221,7 +387,8 @@ impl Store {
     /// Checkpoint the WAL into the database and truncate it (after deletions,
     /// so removed rows do not linger in the -wal file).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let conn = self.lock()?;
+        let mut conn = self.lock()?;
+        Self::commit_locked(&mut conn)?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
@@ -234,6 +401,12 @@ pub fn set_mode(p: &Path, mode: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Run one cached statement without parameters (transaction control).
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// Run `f` between `begin` and COMMIT (ROLLBACK when `f` or the commit
 /// fails). The three statements are cached: no SQL is parsed per call.
 fn in_tx<T, E: From<StoreError>>(
@@ -241,10 +414,7 @@ fn in_tx<T, E: From<StoreError>>(
     begin: &str,
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
-    let run = |sql: &str| -> Result<(), StoreError> {
-        conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
-    };
+    let run = |sql: &str| exec(conn, sql);
     run(begin)?;
     let out = match f(&Tx::new(conn)) {
         Ok(v) => v,
@@ -264,4 +434,60 @@ fn in_tx<T, E: From<StoreError>>(
         return Err(ce.into());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn meta(s: &Store, k: &str) -> Option<String> {
+        s.read(|tx| tx.meta_get(k)).unwrap()
+    }
+
+    #[test]
+    fn group_commit_keeps_each_operation_atomic_and_hides_the_batch_until_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let a = Store::create(&root).unwrap();
+        let b = Store::open(&root).unwrap();
+        a.set_group_commit(true).unwrap();
+        a.write(|tx| tx.meta_set("one", "1")).unwrap();
+        // A failing operation rolls back itself only.
+        let failed: Result<(), StoreError> = a.write(|tx| {
+            tx.meta_set("two", "2")?;
+            Err(StoreError::Corrupt("injected".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(meta(&a, "one").as_deref(), Some("1"));
+        assert_eq!(meta(&a, "two"), None);
+        // Another connection sees nothing of the open batch.
+        assert_eq!(meta(&b, "one"), None);
+        // A file doomed in the batch stays until the batch commits.
+        let f = root.join("doomed");
+        std::fs::write(&f, b"x").unwrap();
+        a.remove_after_commit(f.clone()).unwrap();
+        assert!(f.exists());
+        a.commit_pending().unwrap();
+        assert!(!f.exists());
+        assert_eq!(meta(&b, "one").as_deref(), Some("1"));
+        assert_eq!(meta(&b, "two"), None);
+        // The flusher commits a batch once it is old enough.
+        a.write(|tx| tx.meta_set("three", "3")).unwrap();
+        assert_eq!(meta(&b, "three"), None);
+        let committed = a
+            .flush_batch(Duration::from_millis(50), Duration::from_millis(5))
+            .unwrap();
+        assert!(committed);
+        assert_eq!(meta(&b, "three").as_deref(), Some("3"));
+        // Idle: the flusher parks and returns without committing.
+        assert!(
+            !a.flush_batch(Duration::from_millis(20), Duration::from_millis(5))
+                .unwrap()
+        );
+        // Off: every write commits at once again.
+        a.set_group_commit(false).unwrap();
+        a.write(|tx| tx.meta_set("four", "4")).unwrap();
+        assert_eq!(meta(&b, "four").as_deref(), Some("4"));
+    }
 }

@@ -129,7 +129,9 @@ impl Workspace {
         }
     }
 
-    /// Save the record now.
+    /// Save the record now and commit it (with the batch): callers hold
+    /// the file's cross-process lock, and the next holder in another mount
+    /// must read this record (O_APPEND from two mounts loses nothing).
     pub(super) fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
@@ -137,6 +139,7 @@ impl Workspace {
             let access = self.access_tx(tx, circle)?;
             Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
         })?;
+        self.vault.store().commit_pending()?;
         st.seq = seq;
         st.access = access;
         st.dirty = false;
@@ -314,7 +317,8 @@ impl Workspace {
                 }
             }
         }
-        res
+        res?;
+        Ok(self.vault.store().commit_pending()?)
     }
 
     /// Persist a file's attributes (and with `sync`, its blocks first).
@@ -347,13 +351,15 @@ impl Workspace {
         Ok(())
     }
 
-    /// flush(2) on a handle.
+    /// flush(2) on a handle (every close): the record is saved and the
+    /// batch committed, so another mount's next open sees the file
+    /// (close-to-open).
     pub fn flush(&self, ino: InodeId) -> Result<()> {
         let of = lock(&self.open)?.get(&ino).cloned();
-        match of {
-            Some(of) => self.flush_file(ino, &of, false),
-            None => Ok(()),
+        if let Some(of) = of {
+            self.flush_file(ino, &of, false)?;
         }
+        Ok(self.vault.store().commit_pending()?)
     }
 
     /// fsync(2): blocks then the record, durably.
@@ -465,6 +471,9 @@ impl Workspace {
                 })?;
                 Ok::<_, Error>((ng, access))
             })?;
+        // Committed before any block is sealed under it: a crash never
+        // leaves blocks whose key was lost with the batch.
+        self.vault.store().commit_pending()?;
         let current = access.keys.current;
         st.access = access;
         st.ciphers.insert(ng, (current, Cipher::new(&key)));
@@ -767,6 +776,9 @@ impl Workspace {
             .store()
             .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
         st.dirty = false;
+        // Committed before the blocks go, and before the cross-process
+        // lock is released (the next holder reads this record).
+        self.vault.store().commit_pending()?;
         if let Some(nb) = cut
             && let Some(f) = self.block_file(ino, &mut st, false)?
         {
