@@ -7,11 +7,21 @@ mod util;
 
 use std::sync::Arc;
 
+use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
 use circlefs::vault::workspace::{Caller, Change, NewNode, RenameMode, SetAttr, Workspace};
 use util::{TempStore, stdout};
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
+
+/// `got` reports `name` in `parent` (naming `ino`) as changed.
+fn has_name(got: &[Change], parent: InodeId, name: &[u8], ino: InodeId) -> bool {
+    got.contains(&Change::Name {
+        parent,
+        name: name.to_vec(),
+        ino,
+    })
+}
 
 #[test]
 fn another_workspace_sees_changes_and_removed_names() {
@@ -41,22 +51,8 @@ fn another_workspace_sees_changes_and_removed_names() {
     let got = wb.take_changes().unwrap();
     assert!(got.contains(&Change::Attrs(f.ino)), "{got:?}");
     assert!(got.contains(&Change::Attrs(root)), "{got:?}");
-    assert!(
-        got.contains(&Change::Name {
-            parent: root,
-            name: b"old name".to_vec(),
-            ino: f.ino
-        }),
-        "{got:?}"
-    );
-    assert!(
-        got.contains(&Change::Name {
-            parent: root,
-            name: b"new name".to_vec(),
-            ino: f.ino
-        }),
-        "{got:?}"
-    );
+    assert!(has_name(&got, root, b"old name", f.ino), "{got:?}");
+    assert!(has_name(&got, root, b"new name", f.ino), "{got:?}");
     // Read once: not again; alice is not told of her own changes.
     assert!(wb.take_changes().unwrap().is_empty());
     assert!(wa.take_changes().unwrap().is_empty());
@@ -64,12 +60,5 @@ fn another_workspace_sees_changes_and_removed_names() {
     // Bob's unlink reaches alice with the name.
     wb.unlink(root, b"new name", false).unwrap();
     let got = wa.take_changes().unwrap();
-    assert!(
-        got.contains(&Change::Name {
-            parent: root,
-            name: b"new name".to_vec(),
-            ino: f.ino
-        }),
-        "{got:?}"
-    );
+    assert!(has_name(&got, root, b"new name", f.ino), "{got:?}");
 }

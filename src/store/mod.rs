@@ -115,8 +115,18 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(&db)?;
+        let store = Store::connect(root, &db)?;
+        store.write(|tx| {
+            tx.meta_set("format_version", &crate::format::FORMAT_VERSION.to_string())?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(store)
+    }
+
+    /// Connect to the database file and bring its schema up to date.
+    fn connect(root: &Path, db: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open_with_flags(
-            &db,
+            db,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&conn)?;
@@ -133,10 +143,6 @@ impl Store {
             feed_origin: std::sync::OnceLock::new(),
         };
         store.migrate()?;
-        store.write(|tx| {
-            tx.meta_set("format_version", &crate::format::FORMAT_VERSION.to_string())?;
-            Ok::<_, StoreError>(())
-        })?;
         Ok(store)
     }
 
@@ -149,24 +155,7 @@ impl Store {
                 root.display()
             )));
         }
-        let conn = Connection::open_with_flags(
-            &db,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&conn)?;
-        let store = Store {
-            conn: Mutex::new(Conn {
-                c: conn,
-                batch: None,
-                doomed: Vec::new(),
-            }),
-            batch_opened: Condvar::new(),
-            flusher_parked: AtomicBool::new(false),
-            group: AtomicBool::new(false),
-            root: root.to_path_buf(),
-            feed_origin: std::sync::OnceLock::new(),
-        };
-        store.migrate()?;
+        let store = Store::connect(root, &db)?;
         let v = store.read(|tx| tx.meta_get("format_version"))?;
         match v.as_deref() {
             Some(s) if s == crate::format::FORMAT_VERSION.to_string() => Ok(store),
