@@ -8,7 +8,7 @@ pub mod rows;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,11 @@ impl std::ops::Deref for Conn {
     }
 }
 
+/// A point in the database's history as one connection sees it (see
+/// [`Store::version`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreVersion(i64, u64);
+
 /// An open store: one SQLite connection plus the block directory.
 pub struct Store {
     conn: Mutex<Conn>,
@@ -66,6 +71,8 @@ pub struct Store {
     flusher_parked: AtomicBool,
     /// Group commit on (a mount's connection): see [`Store::write`].
     group: AtomicBool,
+    /// Write calls made through this connection (see [`Store::version`]).
+    writes: AtomicU64,
     root: PathBuf,
     /// The change-feed origin of this connection, once its triggers exist.
     feed_origin: std::sync::OnceLock<i64>,
@@ -139,6 +146,7 @@ impl Store {
             batch_opened: Condvar::new(),
             flusher_parked: AtomicBool::new(false),
             group: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
         };
@@ -228,6 +236,7 @@ impl Store {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut conn = self.lock()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
         if !self.group.load(Ordering::Relaxed) {
             return in_tx(&conn.c, "BEGIN IMMEDIATE", f);
         }
@@ -257,6 +266,17 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// The database as this connection sees it: equal versions mean no
+    /// other connection committed (`PRAGMA data_version`) and this one
+    /// wrote nothing in between, so what was read then still holds.
+    pub fn version(&self) -> Result<StoreVersion, StoreError> {
+        let conn = self.lock()?;
+        let dv: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        Ok(StoreVersion(dv, self.writes.load(Ordering::SeqCst)))
     }
 
     /// Turn group commit on or off (off commits what is pending).
@@ -478,5 +498,23 @@ mod tests {
         a.set_group_commit(false).unwrap();
         a.write(|tx| tx.meta_set("four", "4")).unwrap();
         assert_eq!(meta(&b, "four").as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn version_moves_with_any_commit_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let a = Store::create(&root).unwrap();
+        let b = Store::open(&root).unwrap();
+        let v0 = a.version().unwrap();
+        let _ = meta(&a, "x");
+        assert_eq!(a.version().unwrap(), v0, "a read moves nothing");
+        a.write(|tx| tx.meta_set("x", "1")).unwrap();
+        let v1 = a.version().unwrap();
+        assert_ne!(v1, v0, "own write");
+        b.write(|tx| tx.meta_set("x", "2")).unwrap();
+        let v2 = a.version().unwrap();
+        assert_ne!(v2, v1, "another connection's commit");
+        assert_eq!(a.version().unwrap(), v2);
     }
 }

@@ -31,6 +31,9 @@ pub struct OpenFile {
     ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
     /// Change counter of the record this state was loaded from or last wrote.
     seq: i64,
+    /// The store version at the last full revalidation (access and record
+    /// reload): while the store is at that version, nothing needs reading.
+    validated: Option<crate::store::StoreVersion>,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -86,6 +89,12 @@ impl Workspace {
         reload: bool,
     ) -> Result<()> {
         let c = st.access.row.id;
+        // Nothing committed by anyone since the last full check: the
+        // access row and the record are as they were.
+        let version = self.vault.store().version()?;
+        if reload && st.validated == Some(version) {
+            return self.check(&st.access, op);
+        }
         let (access, seq, row) = self
             .vault
             .store()
@@ -110,12 +119,14 @@ impl Workspace {
             return Ok(());
         }
         match (seq, row) {
-            (None, _) if st.unlinked => Ok(()),
-            (None, _) => err(
-                ErrorKind::NotFound,
-                "the file was deleted through another mount",
-            ),
-            (Some(_), None) => Ok(()),
+            (None, _) if st.unlinked => {}
+            (None, _) => {
+                return err(
+                    ErrorKind::NotFound,
+                    "the file was deleted through another mount",
+                );
+            }
+            (Some(_), None) => {}
             (Some(_), Some(row)) => {
                 let mut fresh = st.access.keys.open_attrs(&row)?;
                 if st.dirty {
@@ -124,9 +135,10 @@ impl Workspace {
                 }
                 st.attrs = fresh;
                 st.seq = row.seq;
-                Ok(())
             }
         }
+        st.validated = Some(version);
+        Ok(())
     }
 
     /// Save the record now and commit it (with the batch): callers hold
@@ -280,6 +292,7 @@ impl Workspace {
                     file: None,
                     ciphers: HashMap::new(),
                     seq,
+                    validated: None,
                 }))
             })
             .clone();
