@@ -32,9 +32,10 @@ use ctl::CtlHandle;
 /// Attribute and entry cache time of store inodes. Changes made through
 /// this mount update the kernel's cache as they happen. Changes made by
 /// other mounts reach it through the change feed, polled every 250 ms
-/// ([`poll_changes`]: changed attributes and removed names are
-/// invalidated); `open` also drops the inode's cached attributes
-/// (close-to-open), and a lost circle is invalidated by the same poll. Only
+/// ([`poll_changes`]: changed attributes, pages and names are
+/// invalidated); `open` asks the feed about the file and drops what the
+/// kernel holds of it if another mount changed it (close-to-open), and a
+/// lost circle is invalidated by the same poll. Only
 /// a mount that misses the feed for longer than it is kept (10 s) may see a
 /// stat up to this old.
 const TTL: Duration = Duration::from_secs(30);

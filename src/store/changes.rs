@@ -3,6 +3,7 @@
 
 use rusqlite::params;
 
+use super::files::epoch;
 use super::{Store, StoreError, Tx};
 use crate::ids::{CircleId, Epoch, InodeId};
 
@@ -31,28 +32,36 @@ pub struct ChangedName {
     pub name_ct: Vec<u8>,
 }
 
-/// The triggers, with `{origin}` replaced by the mount's feed id. Record
-/// re-seals (revocation) change no `seq` and leave no row.
-const TRIGGERS: &str = r#"
+/// The record and inode triggers, with `{origin}` replaced by the mount's
+/// feed id. Record re-seals (revocation) change no `seq` and leave no row.
+const INODE_TRIGGERS: &str = r#"
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_record AFTER UPDATE OF seq ON main.inodes BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.id, unixepoch());
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, old.id, unixepoch());
 END;
-CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_link AFTER INSERT ON main.dirents BEGIN
+"#;
+
+/// A name trigger: `{event}` on `dirents` logs the `{row}` (`new` or `old`)
+/// entry with its sealed name.
+const NAME_TRIGGER: &str = r#"
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_{event} AFTER {event} ON main.dirents BEGIN
     INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
-    VALUES ({origin}, new.ino, new.parent,
-            (SELECT circle_id FROM main.inodes WHERE id = new.parent),
-            new.epoch, new.name_ct, unixepoch());
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_unlink AFTER DELETE ON main.dirents BEGIN
-    INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
-    VALUES ({origin}, old.ino, old.parent,
-            (SELECT circle_id FROM main.inodes WHERE id = old.parent),
-            old.epoch, old.name_ct, unixepoch());
+    VALUES ({origin}, {row}.ino, {row}.parent,
+            (SELECT circle_id FROM main.inodes WHERE id = {row}.parent),
+            {row}.epoch, {row}.name_ct, unixepoch());
 END;
 "#;
+
+/// Every feed trigger for `origin`: names added (INSERT) and removed (DELETE).
+fn triggers(origin: i64) -> String {
+    let mut sql = INODE_TRIGGERS.to_string();
+    for (event, row) in [("INSERT", "new"), ("DELETE", "old")] {
+        sql.push_str(&NAME_TRIGGER.replace("{event}", event).replace("{row}", row));
+    }
+    sql.replace("{origin}", &origin.to_string())
+}
 
 impl Store {
     /// From now on, every record, link and name change made through this
@@ -64,7 +73,7 @@ impl Store {
         if let Some(o) = self.feed_origin.get() {
             return Ok(*o);
         }
-        conn.execute_batch(&TRIGGERS.replace("{origin}", &origin.to_string()))?;
+        conn.execute_batch(&triggers(origin))?;
         Ok(*self.feed_origin.get_or_init(|| origin))
     }
 }
@@ -75,14 +84,6 @@ impl Tx<'_> {
         Ok(self
             .c
             .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM inode_changes")?
-            .query_row([], |r| r.get(0))?)
-    }
-
-    /// The oldest feed position still stored (None when empty).
-    pub fn changes_oldest(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .c
-            .prepare_cached("SELECT MIN(seq) FROM inode_changes")?
             .query_row([], |r| r.get(0))?)
     }
 
@@ -99,13 +100,13 @@ impl Tx<'_> {
         )?;
         let rows = st.query_map(params![after, mine, limit as i64], |r| {
             let parent: Option<i64> = r.get(2)?;
-            let epoch: Option<i64> = r.get(4)?;
+            let sealed_in: Option<i64> = r.get(4)?;
             let name_ct: Option<Vec<u8>> = r.get(5)?;
-            let name = match (parent, epoch, name_ct) {
+            let name = match (parent, sealed_in, name_ct) {
                 (Some(p), Some(e), Some(n)) => Some(ChangedName {
                     parent: InodeId(p),
                     circle: r.get::<_, Option<i64>>(3)?.map(CircleId),
-                    epoch: Epoch(e.clamp(0, u32::MAX as i64) as u32),
+                    epoch: epoch(e),
                     name_ct: n,
                 }),
                 _ => None,

@@ -65,7 +65,8 @@ fn file_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileKeyRow> {
     })
 }
 
-fn epoch(v: i64) -> Epoch {
+/// An epoch column (out-of-range values clamped; they then fail the AAD).
+pub(super) fn epoch(v: i64) -> Epoch {
     Epoch(v.clamp(0, u32::MAX as i64) as u32)
 }
 

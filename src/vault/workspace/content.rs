@@ -91,8 +91,12 @@ impl Workspace {
         let c = st.access.row.id;
         // Nothing committed by anyone since the last full check: the
         // access row and the record are as they were.
-        let version = self.vault.store().version()?;
-        if reload && st.validated == Some(version) {
+        let version = if reload {
+            Some(self.vault.store().version()?)
+        } else {
+            None
+        };
+        if version.is_some() && st.validated == version {
             return self.check(&st.access, op);
         }
         let (access, seq, row) = self
@@ -137,7 +141,7 @@ impl Workspace {
                 st.seq = row.seq;
             }
         }
-        st.validated = Some(version);
+        st.validated = version;
         Ok(())
     }
 

@@ -385,16 +385,20 @@ impl Workspace {
     /// Attributes and link count of an inode (open files: the live state).
     pub fn getattr(&self, ino: InodeId) -> Result<Node> {
         let live = self.open_attrs(ino)?;
-        self.vault.store().read(|tx| {
-            let (row, a) = self.row(tx, ino)?;
-            self.check(&a, Op::ReadFiles)?;
-            let attrs = match live {
-                Some(at) => at,
-                None => a.keys.open_attrs(&row)?,
-            };
-            let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
-            Ok(Node { ino, attrs, nlink })
-        })
+        self.vault.store().read(|tx| self.node_tx(tx, ino, live))
+    }
+
+    /// An inode as a node, inside `tx`: access checked, attributes `live`
+    /// (an open file's) or else opened from the record, link count counted.
+    pub(super) fn node_tx(&self, tx: &Tx<'_>, ino: InodeId, live: Option<Attrs>) -> Result<Node> {
+        let (row, a) = self.row(tx, ino)?;
+        self.check(&a, Op::ReadFiles)?;
+        let attrs = match live {
+            Some(at) => at,
+            None => a.keys.open_attrs(&row)?,
+        };
+        let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
+        Ok(Node { ino, attrs, nlink })
     }
 
     /// Save an inode's attributes (sealed under the current epoch).

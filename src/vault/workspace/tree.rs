@@ -165,16 +165,7 @@ impl Workspace {
             self.check(&a, Op::ReadFiles)?;
             let one = |nm: &[u8], want: InodeId| -> Result<Option<Node>> {
                 match self.find(tx, &a, parent, nm)? {
-                    Some(d) if d.ino == want => {
-                        let (row, a) = self.row(tx, want)?;
-                        let attrs = a.keys.open_attrs(&row)?;
-                        let nlink = Self::nlink(tx, want, attrs.kind, a.row.root == Some(want))?;
-                        Ok(Some(Node {
-                            ino: want,
-                            attrs,
-                            nlink,
-                        }))
-                    }
+                    Some(d) if d.ino == want => Ok(Some(self.node_tx(tx, want, None)?)),
                     _ => Ok(None),
                 }
             };
