@@ -13,7 +13,7 @@ use circlefs::crypto::aead::Cipher;
 use circlefs::crypto::subkeys::{Purpose, derive};
 use circlefs::error::ErrorKind;
 use circlefs::format::aad;
-use circlefs::format::block::{BLOCK_SIZE, SLOT, parse_slot};
+use circlefs::format::block::{BLOCK_SIZE, INLINE_SLOTS, SLOT, parse_slot};
 use circlefs::ids::{BlockIndex, CircleId, ContentId, Epoch, InodeId, KeyGen};
 use circlefs::vault::workspace::{Caller, NewNode, Workspace};
 use rusqlite::Connection;
@@ -58,6 +58,77 @@ fn block_path(t: &TempStore, ino: InodeId) -> std::path::PathBuf {
     t.store().join("blocks").join(&hex[14..]).join(hex)
 }
 
+/// Where the sealed slots of a file are stored: its inline row (small
+/// files) or its block file. What an attacker with the store edits.
+#[derive(Clone, Debug, PartialEq)]
+enum Slots {
+    Inline(std::path::PathBuf, InodeId),
+    File(std::path::PathBuf),
+}
+
+fn slots_of(t: &TempStore, ino: InodeId) -> Slots {
+    let c = Connection::open(t.db()).unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM inline_slots WHERE ino = ?1",
+            [ino.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if n == 1 {
+        Slots::Inline(t.db(), ino)
+    } else {
+        Slots::File(block_path(t, ino))
+    }
+}
+
+impl Slots {
+    fn inline(&self) -> bool {
+        matches!(self, Slots::Inline(..))
+    }
+    fn read(&self) -> Vec<u8> {
+        match self {
+            Slots::Inline(db, ino) => Connection::open(db)
+                .unwrap()
+                .query_row(
+                    "SELECT slots FROM inline_slots WHERE ino = ?1",
+                    [ino.0],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            Slots::File(p) => std::fs::read(p).unwrap(),
+        }
+    }
+    fn remove(&self) {
+        match self {
+            Slots::Inline(db, ino) => {
+                Connection::open(db)
+                    .unwrap()
+                    .execute("DELETE FROM inline_slots WHERE ino = ?1", [ino.0])
+                    .unwrap();
+            }
+            Slots::File(p) => std::fs::remove_file(p).unwrap(),
+        }
+    }
+    fn write(&self, b: &[u8]) {
+        match self {
+            Slots::Inline(db, ino) => {
+                Connection::open(db)
+                    .unwrap()
+                    .execute(
+                        "UPDATE inline_slots SET slots = ?1 WHERE ino = ?2",
+                        rusqlite::params![b, ino.0],
+                    )
+                    .unwrap();
+            }
+            Slots::File(p) => std::fs::write(p, b).unwrap(),
+        }
+    }
+}
+
+/// Block counts that put a test file inline and in a block file.
+const INLINE_AND_FILE: [usize; 2] = [0, INLINE_SLOTS as usize];
+
 fn data(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -85,39 +156,44 @@ fn setup() -> (TempStore, Workspace, InodeId, InodeId) {
 
 #[test]
 fn swapped_blocks_are_detected() {
+    for extra in INLINE_AND_FILE {
+        swapped_blocks(4 + extra, extra == 0);
+    }
+}
+
+fn swapped_blocks(nblocks: usize, inline: bool) {
     let (t, w, r1, r2) = setup();
-    let len = 4 * BLOCK_SIZE;
+    let len = nblocks * BLOCK_SIZE;
     let f = put(&w, r1, "f", &data(1, len));
     let g = put(&w, r1, "g", &data(2, len));
     let h = put(&w, r2, "h", &data(3, len));
     let keep = put(&w, r1, "keep", &data(4, len));
-    let swap = |p1: &std::path::Path, i: usize, p2: &std::path::Path, j: usize| {
-        let mut a = std::fs::read(p1).unwrap();
-        let mut b = if p1 == p2 {
-            a.clone()
-        } else {
-            std::fs::read(p2).unwrap()
-        };
+    for ino in [f, g, h, keep] {
+        assert_eq!(slots_of(&t, ino).inline(), inline, "{nblocks} blocks");
+    }
+    let swap = |p1: &Slots, i: usize, p2: &Slots, j: usize| {
+        let mut a = p1.read();
+        let mut b = if p1 == p2 { a.clone() } else { p2.read() };
         let sa = a[i * SLOT..(i + 1) * SLOT].to_vec();
         let sb = b[j * SLOT..(j + 1) * SLOT].to_vec();
         if p1 == p2 {
             a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
             a[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
-            std::fs::write(p1, a).unwrap();
+            p1.write(&a);
         } else {
             a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
             b[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
-            std::fs::write(p1, a).unwrap();
-            std::fs::write(p2, b).unwrap();
+            p1.write(&a);
+            p2.write(&b);
         }
     };
-    swap(&block_path(&t, f), 1, &block_path(&t, f), 2);
+    swap(&slots_of(&t, f), 1, &slots_of(&t, f), 2);
     assert_eq!(
         get(&w, f).unwrap_err().kind,
         ErrorKind::Integrity,
         "within a file"
     );
-    swap(&block_path(&t, g), 0, &block_path(&t, h), 0);
+    swap(&slots_of(&t, g), 0, &slots_of(&t, h), 0);
     assert_eq!(
         get(&w, g).unwrap_err().kind,
         ErrorKind::Integrity,
@@ -144,11 +220,18 @@ fn swapped_blocks_are_detected() {
 
 #[test]
 fn flipped_bytes_are_errors_never_garbage() {
+    for extra in INLINE_AND_FILE {
+        flipped_bytes(3 + extra, extra == 0);
+    }
+}
+
+fn flipped_bytes(nblocks: usize, inline: bool) {
     let (t, w, r1, _) = setup();
-    let len = 3 * BLOCK_SIZE + 100;
+    let len = nblocks * BLOCK_SIZE + 100;
     let f = put(&w, r1, "f", &data(9, len));
-    let p = block_path(&t, f);
-    let orig = std::fs::read(&p).unwrap();
+    let p = slots_of(&t, f);
+    assert_eq!(p.inline(), inline, "{nblocks} blocks");
+    let orig = p.read();
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for _ in 0..300 {
         x ^= x << 13;
@@ -157,18 +240,18 @@ fn flipped_bytes_are_errors_never_garbage() {
         let pos = (x as usize) % orig.len();
         let mut bad = orig.clone();
         bad[pos] ^= 1 << (x % 8);
-        std::fs::write(&p, &bad).unwrap();
+        p.write(&bad);
         let r = get(&w, f);
         assert_eq!(r.unwrap_err().kind, ErrorKind::Integrity, "flip at {pos}");
     }
-    std::fs::write(&p, &orig).unwrap();
+    p.write(&orig);
     assert_eq!(get(&w, f).unwrap(), data(9, len));
     // An all-zero slot is not a hole.
     let mut z = orig.clone();
     z[SLOT..2 * SLOT].fill(0);
-    std::fs::write(&p, &z).unwrap();
+    p.write(&z);
     assert_eq!(get(&w, f).unwrap_err().kind, ErrorKind::Integrity);
-    std::fs::write(&p, &orig).unwrap();
+    p.write(&orig);
     // Flipped rows: attributes, names, wrapped file keys.
     let c = Connection::open(t.db()).unwrap();
     for (table, col, key) in [("inodes", "attrs", "id"), ("file_keys", "wrapped", "ino")] {
@@ -215,19 +298,26 @@ fn flipped_bytes_are_errors_never_garbage() {
 
 #[test]
 fn length_is_authenticated() {
+    for extra in INLINE_AND_FILE {
+        length_authenticated(3 + extra, extra == 0);
+    }
+}
+
+fn length_authenticated(nblocks: usize, inline: bool) {
     let (t, w, r1, _) = setup();
-    let len = 3 * BLOCK_SIZE + BLOCK_SIZE / 2;
+    let len = nblocks * BLOCK_SIZE + BLOCK_SIZE / 2;
     let f = put(&w, r1, "f", &data(5, len));
-    let p = block_path(&t, f);
-    let orig = std::fs::read(&p).unwrap();
-    assert_eq!(orig.len(), 4 * SLOT);
-    std::fs::write(&p, &orig[..3 * SLOT]).unwrap();
+    let p = slots_of(&t, f);
+    assert_eq!(p.inline(), inline, "{nblocks} blocks");
+    let orig = p.read();
+    assert_eq!(orig.len(), (nblocks + 1) * SLOT);
+    p.write(&orig[..nblocks * SLOT]);
     assert_eq!(
         get(&w, f).unwrap_err().kind,
         ErrorKind::Integrity,
         "last block deleted"
     );
-    std::fs::write(&p, &orig[..orig.len() - 1]).unwrap();
+    p.write(&orig[..orig.len() - 1]);
     assert_eq!(
         get(&w, f).unwrap_err().kind,
         ErrorKind::Integrity,
@@ -236,11 +326,17 @@ fn length_is_authenticated() {
     // An appended copy of block 0 is never read as content.
     let mut longer = orig.clone();
     longer.extend_from_slice(&orig[..SLOT]);
-    std::fs::write(&p, &longer).unwrap();
+    p.write(&longer);
     assert_eq!(get(&w, f).unwrap(), data(5, len));
     assert_eq!(w.getattr(f).unwrap().attrs.size, len as u64);
+    p.remove();
+    assert_eq!(
+        get(&w, f).unwrap_err().kind,
+        ErrorKind::Integrity,
+        "content deleted"
+    );
     // An older, shorter record put back: its blocks no longer match (R4 partial).
-    std::fs::write(&p, &orig).unwrap();
+    p.write(&orig);
     let c = Connection::open(t.db()).unwrap();
     let g = put(&w, r1, "g", &data(6, 10));
     let short: Vec<u8> = c
@@ -258,6 +354,55 @@ fn length_is_authenticated() {
         get(&w2, f).is_err(),
         "a record moved from another inode does not open"
     );
+}
+
+#[test]
+fn inline_content_moves_to_a_block_file_when_it_grows() {
+    let (t, w, r1, _) = setup();
+    let small = INLINE_SLOTS as usize * BLOCK_SIZE;
+    let f = put(&w, r1, "f", &data(7, small));
+    assert!(
+        slots_of(&t, f).inline(),
+        "up to INLINE_SLOTS blocks stay inline"
+    );
+    assert!(
+        !block_path(&t, f).exists(),
+        "no block file for a small file"
+    );
+    // A block file left by an interrupted spill is ignored while the row exists.
+    std::fs::create_dir_all(block_path(&t, f).parent().unwrap()).unwrap();
+    std::fs::write(block_path(&t, f), vec![0x55; 3 * SLOT]).unwrap();
+    assert_eq!(get(&w, f).unwrap(), data(7, small));
+    // One more byte: every slot moves to the block file and the row goes.
+    w.open(f, true, false).unwrap();
+    w.write(f, small as u64, b"!").unwrap();
+    w.release(f).unwrap();
+    let p = slots_of(&t, f);
+    assert!(!p.inline());
+    assert_eq!(p.read().len(), (INLINE_SLOTS as usize + 1) * SLOT);
+    let mut want = data(7, small);
+    want.push(b'!');
+    assert_eq!(get(&w, f).unwrap(), want);
+    // Shrinking keeps the block file (a file never moves back).
+    w.truncate(f, 10).unwrap();
+    assert!(!slots_of(&t, f).inline());
+    assert_eq!(slots_of(&t, f).read().len(), SLOT);
+    assert_eq!(get(&w, f).unwrap(), data(7, 10));
+    // An inline file shrinks in place; deleting it leaves no row.
+    let g = put(&w, r1, "g", &data(8, 3 * BLOCK_SIZE));
+    w.truncate(g, BLOCK_SIZE as u64 + 1).unwrap();
+    assert_eq!(slots_of(&t, g).read().len(), 2 * SLOT);
+    assert_eq!(get(&w, g).unwrap(), data(8, BLOCK_SIZE + 1));
+    w.unlink(r1, b"g", false).unwrap();
+    let c = Connection::open(t.db()).unwrap();
+    let rows: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM inline_slots WHERE ino = ?1",
+            [g.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0, "the inline row goes with the inode");
 }
 
 #[test]
@@ -535,7 +680,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
         .unwrap();
     wa.release(old).unwrap();
     let content = |ino: InodeId| wa.getattr(ino).unwrap().attrs.content;
-    let slots = |ino: InodeId| std::fs::read(block_path(&t, ino)).unwrap();
+    let slots = |ino: InodeId| slots_of(&t, ino).read();
     let s_new = slots(new);
     for i in 0..3 {
         assert!(

@@ -478,7 +478,10 @@ fn tampering_through_the_mount_gives_eio() {
         return;
     }
     let (t, m) = setup("c");
-    let size = 5 * circlefs::format::block::BLOCK_SIZE;
+    // Past the inline limit: these files have block files (inline slots are
+    // tampered with below FUSE, in tests/adversary.rs).
+    let size =
+        (circlefs::format::block::INLINE_SLOTS as usize + 2) * circlefs::format::block::BLOCK_SIZE;
     for n in ["a", "b", "c", "d", "e", "f", "ok"] {
         fs::write(
             m.path(&format!("c/{n}")),
@@ -610,11 +613,16 @@ fn nothing_in_clear_in_the_store() {
             "{marker} found in the store"
         );
     }
-    let size = |i: u64| {
-        let hex = format!("{i:016x}");
-        fs::metadata(t.store().join("blocks").join(&hex[14..]).join(hex))
+    // Both are small: their slots are inline (one row each, no block file).
+    let size = |i: u64| -> i64 {
+        rusqlite::Connection::open(t.db())
             .unwrap()
-            .len()
+            .query_row(
+                "SELECT length(slots) FROM inline_slots WHERE ino = ?1",
+                [i as i64],
+                |r| r.get(0),
+            )
+            .unwrap()
     };
     assert_eq!(
         size(i1),

@@ -18,6 +18,75 @@ impl std::fmt::Debug for MountLock {
     }
 }
 
+/// Name of the inode lock file inside a store directory.
+pub const INODE_LOCKS: &str = "inodes.lock";
+
+/// A held lock on one inode across processes (every mount of a store): an
+/// open-file-description byte-range lock (`F_OFD_SETLKW`) on byte `ino`
+/// of `inodes.lock`, shared for reads, exclusive for read-modify-writes.
+/// Released on drop. Needs no file per inode, so it covers files whose
+/// content is inline as well as those with a block file.
+pub struct InodeLock {
+    f: std::sync::Arc<File>,
+    ino: InodeId,
+}
+
+impl std::fmt::Debug for InodeLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InodeLock({})", self.ino)
+    }
+}
+
+fn ofd_lock(f: &File, ino: InodeId, ty: i32, wait: bool) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let fl = libc::flock {
+        l_type: ty as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: ino.0 as libc::off_t,
+        l_len: 1,
+        l_pid: 0,
+    };
+    loop {
+        let arg = if wait {
+            FcntlArg::F_OFD_SETLKW(&fl)
+        } else {
+            FcntlArg::F_OFD_SETLK(&fl)
+        };
+        match fcntl(f, arg) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
+impl InodeLock {
+    /// Wait for the lock of `ino` through `f` (from [`Store::inode_lock_file`]).
+    pub fn acquire(
+        f: std::sync::Arc<File>,
+        ino: InodeId,
+        exclusive: bool,
+    ) -> Result<InodeLock, StoreError> {
+        if ino.0 < 0 {
+            return Err(StoreError::Corrupt("negative inode id".into()));
+        }
+        let ty = if exclusive {
+            libc::F_WRLCK
+        } else {
+            libc::F_RDLCK
+        };
+        ofd_lock(&f, ino, ty, true).map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
+        Ok(InodeLock { f, ino })
+    }
+}
+
+impl Drop for InodeLock {
+    fn drop(&mut self) {
+        if let Err(e) = ofd_lock(&self.f, self.ino, libc::F_UNLCK, false) {
+            log::error!("unlock inode {}: {e}", self.ino);
+        }
+    }
+}
+
 impl Store {
     /// Take the mount lock: returns it (shared) and whether this is the only
     /// mount of the store (only then may orphaned inodes be swept: another
@@ -44,6 +113,20 @@ impl Store {
                 .map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
         }
         Ok((MountLock(guard), alone))
+    }
+
+    /// A new open file description of `inodes.lock`, the file whose byte
+    /// `ino` is the cross-process lock of inode `ino` (see [`InodeLock`]).
+    /// Each holder opens its own: OFD locks of one description do not
+    /// exclude each other.
+    pub fn inode_lock_file(&self) -> Result<File, StoreError> {
+        Ok(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root().join(INODE_LOCKS))?)
     }
 
     /// Block files are named by inode id: `blocks/<low byte hex>/<id as 16 hex>`.

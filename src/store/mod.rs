@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod changes;
 pub mod files;
+pub mod inline;
 pub mod rows;
 pub mod schema;
 

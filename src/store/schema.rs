@@ -114,4 +114,13 @@ CREATE TABLE inode_changes (
     at        INTEGER NOT NULL
 );
 "#,
+    // 5: inline content: the sealed block slots of small files (up to
+    // `format::block::INLINE_SLOTS` slots) in one row instead of a block
+    // file each; deleted with the inode.
+    r#"
+CREATE TABLE inline_slots (
+    ino   INTEGER PRIMARY KEY REFERENCES inodes(id) ON DELETE CASCADE,
+    slots BLOB NOT NULL
+);
+"#,
 ];

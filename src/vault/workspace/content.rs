@@ -12,7 +12,9 @@ use crate::format::aad;
 use crate::format::attrs::{Attrs, Kind, Time};
 use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, parse_slot, put_header};
 use crate::ids::{BlockIndex, Epoch, InodeId, KeyGen};
-use crate::store::blocks::{read_slot, truncate_slots, write_slots};
+use crate::store::blocks::InodeLock;
+
+mod slots;
 
 use super::{CircleAccess, Op, Workspace, lock};
 
@@ -26,7 +28,10 @@ pub struct OpenFile {
     dirty: bool,
     opens: u32,
     unlinked: bool,
+    /// The block file, once the content is known to live in one.
     file: Option<File>,
+    /// This state's own description of the inode lock file (see [`InodeLock`]).
+    lockf: Option<Arc<File>>,
     /// Ciphers by key generation, with the epoch each key was created in.
     ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
     /// Change counter of the record this state was loaded from or last wrote.
@@ -162,48 +167,28 @@ impl Workspace {
         Ok(())
     }
 
-    /// Exclusive lock on the block file across processes (several mounts of
+    /// Exclusive lock on the inode across processes (several mounts of
     /// one store), held for one read-modify-write and its record update.
-    pub(super) fn cross_lock(
-        &self,
-        ino: InodeId,
-        st: &mut OpenFile,
-    ) -> Result<Option<nix::fcntl::Flock<File>>> {
-        self.block_lock(ino, st, true)
+    pub(super) fn cross_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
+        self.inode_lock(ino, st, true)
     }
 
-    /// Shared lock on the block file for a read (writers in other mounts
-    /// hold it exclusively); none when the file has no blocks yet.
-    fn shared_lock(
-        &self,
-        ino: InodeId,
-        st: &mut OpenFile,
-    ) -> Result<Option<nix::fcntl::Flock<File>>> {
-        self.block_lock(ino, st, false)
+    /// Shared lock on the inode for a read (writers in other mounts hold
+    /// it exclusively).
+    fn shared_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
+        self.inode_lock(ino, st, false)
     }
 
-    fn block_lock(
-        &self,
-        ino: InodeId,
-        st: &mut OpenFile,
-        exclusive: bool,
-    ) -> Result<Option<nix::fcntl::Flock<File>>> {
-        use nix::fcntl::{Flock, FlockArg};
-        let Some(f) = self.block_file(ino, st, exclusive)? else {
-            return Ok(None);
+    fn inode_lock(&self, ino: InodeId, st: &mut OpenFile, exclusive: bool) -> Result<InodeLock> {
+        let f = match &st.lockf {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(self.vault.store().inode_lock_file()?);
+                st.lockf = Some(f.clone());
+                f
+            }
         };
-        let arg = if exclusive {
-            FlockArg::LockExclusive
-        } else {
-            FlockArg::LockShared
-        };
-        match Flock::lock(f.try_clone()?, arg) {
-            Ok(g) => Ok(Some(g)),
-            Err((_, e)) => Err(Error::new(
-                ErrorKind::Internal,
-                format!("lock block file: {e}"),
-            )),
-        }
+        Ok(InodeLock::acquire(f, ino, exclusive)?)
     }
 
     pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
@@ -294,6 +279,7 @@ impl Workspace {
                     opens: 0,
                     unlinked: false,
                     file: None,
+                    lockf: None,
                     ciphers: HashMap::new(),
                     seq,
                     validated: None,
@@ -346,8 +332,8 @@ impl Workspace {
         sync: bool,
     ) -> Result<()> {
         let mut st = lock(of)?;
-        if sync && let Some(f) = &st.file {
-            f.sync_data()?;
+        if sync {
+            Self::sync_slots(&st)?;
         }
         if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
             st.dirty = false;
@@ -386,18 +372,6 @@ impl Workspace {
             Some(of) => self.flush_file(ino, &of, true),
             None => Ok(()),
         }
-    }
-
-    pub(super) fn block_file<'a>(
-        &self,
-        ino: InodeId,
-        st: &'a mut OpenFile,
-        create: bool,
-    ) -> Result<Option<&'a File>> {
-        if st.file.is_none() {
-            st.file = self.vault.store().block_open(ino, create)?;
-        }
-        Ok(st.file.as_ref())
     }
 
     /// The cipher of key generation `g` of this file.
@@ -546,13 +520,7 @@ impl Workspace {
         let mut out = vec![0u8; (end - offset) as usize];
         // One read for the whole run of slots.
         let mut raw = vec![0u8; n * SLOT];
-        let have = {
-            let f = self.block_file(ino, &mut st, false)?;
-            match f {
-                Some(f) => read_run(f, first, &mut raw)?,
-                None => 0,
-            }
-        };
+        let have = self.read_slots(ino, &mut st, first, &mut raw)?;
         // Every key generation the run uses, loaded before decrypting.
         for k in 0..n {
             let i = first + k as u64;
@@ -658,11 +626,7 @@ impl Workspace {
                 continue;
             }
             let mut slot = vec![0u8; SLOT];
-            let ok = match self.block_file(ino, &mut st, false)? {
-                Some(f) => read_slot(f, BlockIndex(i), &mut slot)?,
-                None => false,
-            };
-            if !ok {
+            if self.read_slots(ino, &mut st, i, &mut slot)? < SLOT {
                 return err(ErrorKind::Integrity, "content block missing");
             }
             let mut pt = vec![0u8; BLOCK_SIZE];
@@ -699,10 +663,7 @@ impl Workspace {
         for v in edge.values_mut() {
             v.fill(0);
         }
-        let f = self
-            .block_file(ino, &mut st, true)?
-            .ok_or_else(|| Error::new(ErrorKind::Internal, "block file could not be created"))?;
-        write_slots(f, BlockIndex(first), &out)?;
+        self.write_slots(ino, &mut st, first, &out)?;
         let now = Time::now();
         st.attrs.extents.add(first, last + 1);
         st.attrs.size = st.attrs.size.max(end);
@@ -750,11 +711,7 @@ impl Workspace {
             let mut pt = vec![0u8; BLOCK_SIZE];
             if keep_partial {
                 let mut slot = vec![0u8; SLOT];
-                let ok = match self.block_file(ino, &mut st, false)? {
-                    Some(f) => read_slot(f, BlockIndex(nb - 1), &mut slot)?,
-                    None => false,
-                };
-                if !ok {
+                if self.read_slots(ino, &mut st, nb - 1, &mut slot)? < SLOT {
                     return err(ErrorKind::Integrity, "content block missing");
                 }
                 self.open_block(ino, &mut st, nb - 1, &slot, &mut pt)?;
@@ -775,9 +732,7 @@ impl Workspace {
                     &mut slot[HEADER..],
                 )?;
                 pt.fill(0);
-                if let Some(f) = self.block_file(ino, &mut st, true)? {
-                    write_slots(f, BlockIndex(nb - 1), &slot)?;
-                }
+                self.write_slots(ino, &mut st, nb - 1, &slot)?;
             }
         }
         let now = Time::now();
@@ -796,10 +751,8 @@ impl Workspace {
         // Committed before the blocks go, and before the cross-process
         // lock is released (the next holder reads this record).
         self.vault.store().commit_pending()?;
-        if let Some(nb) = cut
-            && let Some(f) = self.block_file(ino, &mut st, false)?
-        {
-            truncate_slots(f, nb)?;
+        if let Some(nb) = cut {
+            self.cut_slots(ino, &mut st, nb)?;
         }
         let idle = st.opens == 0;
         drop(st);

@@ -10,7 +10,6 @@ use crate::format::aad;
 use crate::format::attrs::Kind;
 use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, put_header};
 use crate::ids::{BlockIndex, CircleId, InodeId, KeyGen};
-use crate::store::blocks::{read_slot, write_slots};
 
 use super::content::OpenFile;
 use super::{Workspace, lock};
@@ -127,11 +126,7 @@ impl Workspace {
             if !st.attrs().extents.contains(i) {
                 continue;
             }
-            let ok = match self.block_file(ino, st, false)? {
-                Some(f) => read_slot(f, BlockIndex(i), &mut slot)?,
-                None => false,
-            };
-            if !ok {
+            if self.read_slots(ino, st, i, &mut slot)? < SLOT {
                 return Err(Error::new(ErrorKind::Integrity, "content block missing"));
             }
             self.open_block(ino, st, i, &slot, &mut pt)?;
@@ -142,15 +137,11 @@ impl Workspace {
                 &pt,
                 &mut out[HEADER..],
             )?;
-            if let Some(f) = self.block_file(ino, st, false)? {
-                write_slots(f, BlockIndex(i), &out)?;
-            }
+            self.write_slots(ino, st, i, &out)?;
             n += 1;
         }
         pt.fill(0);
-        if let Some(f) = self.block_file(ino, st, false)? {
-            f.sync_data()?;
-        }
+        Self::sync_slots(st)?;
         self.persist(ino, st)?;
         self.vault
             .store()
