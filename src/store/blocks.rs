@@ -9,8 +9,14 @@ use super::{BLOCKS_DIR, Store, StoreError};
 use crate::format::block::SLOT;
 use crate::ids::{BlockIndex, InodeId};
 
-/// Held by every running mount of a store (a shared lock on `mounts.lock`).
-pub struct MountLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+/// Held by every running mount of a store: a shared `flock` on
+/// `mounts.lock`, and a shared OFD lock on its byte 0 through a
+/// description of its own, which tells whether any other mount (or
+/// workspace of another process) is present: see [`MountLock::others_present`].
+pub struct MountLock {
+    _flock: nix::fcntl::Flock<File>,
+    presence: File,
+}
 
 impl std::fmt::Debug for MountLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -18,20 +24,43 @@ impl std::fmt::Debug for MountLock {
     }
 }
 
+impl MountLock {
+    /// True when another holder of a mount lock exists now (or when that
+    /// cannot be told). Asked through this lock's own description, so only
+    /// other descriptions' locks (other mounts) are reported.
+    pub fn others_present(&self) -> bool {
+        use nix::fcntl::{FcntlArg, fcntl};
+        let mut fl = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        match fcntl(&self.presence, FcntlArg::F_OFD_GETLK(&mut fl)) {
+            Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
+            Err(_) => true,
+        }
+    }
+}
+
 /// Name of the inode lock file inside a store directory.
 pub const INODE_LOCKS: &str = "inodes.lock";
 
-/// A held lock on one inode across processes (every mount of a store): an
-/// open-file-description byte-range lock (`F_OFD_SETLKW`) on byte `ino`
-/// of `inodes.lock`, shared for reads, exclusive for read-modify-writes.
-/// Released on drop. Needs no file per inode, so it covers files whose
-/// content is inline as well as those with a block file.
-pub struct InodeLock {
-    f: std::sync::Arc<File>,
+/// A held lock on one inode across processes (every mount of a store) and
+/// threads: an open-file-description byte-range lock (`F_OFD_SETLKW`) on
+/// byte `ino` of `inodes.lock`, shared for reads, exclusive for
+/// read-modify-writes. Each holder uses a description of its own (from the
+/// store's pool), so holders in one process exclude each other like those
+/// in different mounts. Released on drop. Needs no file per inode, so it
+/// covers files whose content is inline as well as block files.
+pub struct InodeLock<'a> {
+    f: Option<File>,
     ino: InodeId,
+    store: &'a Store,
 }
 
-impl std::fmt::Debug for InodeLock {
+impl std::fmt::Debug for InodeLock<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "InodeLock({})", self.ino)
     }
@@ -59,30 +88,22 @@ fn ofd_lock(f: &File, ino: InodeId, ty: i32, wait: bool) -> nix::Result<()> {
     }
 }
 
-impl InodeLock {
-    /// Wait for the lock of `ino` through `f` (from [`Store::inode_lock_file`]).
-    pub fn acquire(
-        f: std::sync::Arc<File>,
-        ino: InodeId,
-        exclusive: bool,
-    ) -> Result<InodeLock, StoreError> {
-        if ino.0 < 0 {
-            return Err(StoreError::Corrupt("negative inode id".into()));
-        }
-        let ty = if exclusive {
-            libc::F_WRLCK
-        } else {
-            libc::F_RDLCK
-        };
-        ofd_lock(&f, ino, ty, true).map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
-        Ok(InodeLock { f, ino })
-    }
-}
+/// Idle lock descriptions kept for reuse.
+const LOCK_POOL: usize = 16;
 
-impl Drop for InodeLock {
+impl Drop for InodeLock<'_> {
     fn drop(&mut self) {
-        if let Err(e) = ofd_lock(&self.f, self.ino, libc::F_UNLCK, false) {
-            log::error!("unlock inode {}: {e}", self.ino);
+        let Some(f) = self.f.take() else { return };
+        match ofd_lock(&f, self.ino, libc::F_UNLCK, false) {
+            Ok(()) => {
+                if let Ok(mut pool) = self.store.lock_pool.lock()
+                    && pool.len() < LOCK_POOL
+                {
+                    pool.push(f);
+                }
+            }
+            // Closing the description releases its locks.
+            Err(e) => log::error!("unlock inode {}: {e}", self.ino),
         }
     }
 }
@@ -112,21 +133,52 @@ impl Store {
                 .relock(FlockArg::LockShared)
                 .map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
         }
-        Ok((MountLock(guard), alone))
-    }
-
-    /// A new open file description of `inodes.lock`, the file whose byte
-    /// `ino` is the cross-process lock of inode `ino` (see [`InodeLock`]).
-    /// Each holder opens its own: OFD locks of one description do not
-    /// exclude each other.
-    pub fn inode_lock_file(&self) -> Result<File, StoreError> {
-        Ok(OpenOptions::new()
+        let presence = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.root().join(INODE_LOCKS))?)
+            .open(self.root().join("mounts.lock"))?;
+        ofd_lock(&presence, InodeId(0), libc::F_RDLCK, true)
+            .map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
+        Ok((
+            MountLock {
+                _flock: guard,
+                presence,
+            },
+            alone,
+        ))
+    }
+
+    /// Wait for the cross-process lock of `ino` (see [`InodeLock`]).
+    pub fn inode_lock(&self, ino: InodeId, exclusive: bool) -> Result<InodeLock<'_>, StoreError> {
+        if ino.0 < 0 {
+            return Err(StoreError::Corrupt("negative inode id".into()));
+        }
+        let pooled = self
+            .lock_pool
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .pop();
+        let f = match pooled {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(self.root().join(INODE_LOCKS))?,
+        };
+        let ty = if exclusive {
+            libc::F_WRLCK
+        } else {
+            libc::F_RDLCK
+        };
+        ofd_lock(&f, ino, ty, true).map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
+        Ok(InodeLock {
+            f: Some(f),
+            ino,
+            store: self,
+        })
     }
 
     /// Block files are named by inode id: `blocks/<low byte hex>/<id as 16 hex>`.
@@ -247,4 +299,51 @@ pub fn write_slots(f: &File, first: BlockIndex, data: &[u8]) -> Result<(), Store
 pub fn truncate_slots(f: &File, nslots: u64) -> Result<(), StoreError> {
     f.set_len(nslots.saturating_mul(SLOT as u64))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn presence_and_inode_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let a = Store::create(&root).unwrap();
+        let b = Store::open(&root).unwrap();
+        let (la, alone) = a.mount_lock().unwrap();
+        assert!(alone);
+        assert!(!la.others_present(), "its own lock is not another mount");
+        let (lb, alone) = b.mount_lock().unwrap();
+        assert!(!alone);
+        assert!(la.others_present() && lb.others_present());
+        drop(lb);
+        assert!(!la.others_present(), "the other mount left");
+        // Inode locks: shared with shared, exclusive against both, per inode,
+        // also between holders in one process; the description is reused.
+        let ino = InodeId(7);
+        let r1 = a.inode_lock(ino, false).unwrap();
+        let r2 = b.inode_lock(ino, false).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(root.join(INODE_LOCKS))
+            .unwrap();
+        let busy = |ty| ofd_lock(&f, ino, ty, false).is_err();
+        assert!(busy(libc::F_WRLCK) && !busy(libc::F_RDLCK));
+        ofd_lock(&f, ino, libc::F_UNLCK, false).unwrap();
+        drop((r1, r2));
+        let w = a.inode_lock(ino, true).unwrap();
+        assert!(busy(libc::F_RDLCK), "exclusive holds off readers");
+        assert!(ofd_lock(&f, InodeId(8), libc::F_WRLCK, false).is_ok());
+        drop(w);
+        assert!(!busy(libc::F_WRLCK), "released on drop");
+        assert_eq!(
+            a.lock_pool.lock().unwrap().len(),
+            1,
+            "one description, reused"
+        );
+        assert_eq!(b.lock_pool.lock().unwrap().len(), 1);
+    }
 }

@@ -30,10 +30,11 @@ pub struct OpenFile {
     unlinked: bool,
     /// The block file, once the content is known to live in one.
     file: Option<File>,
-    /// This state's own description of the inode lock file (see [`InodeLock`]).
-    lockf: Option<Arc<File>>,
+    /// The inline row was created by this state and no fsync(2) has
+    /// covered it since: moving it to a block file needs no sync first.
+    fresh_inline: bool,
     /// Ciphers by key generation, with the epoch each key was created in.
-    ciphers: HashMap<KeyGen, (Epoch, Cipher)>,
+    ciphers: HashMap<KeyGen, (Epoch, Arc<Cipher>)>,
     /// Change counter of the record this state was loaded from or last wrote.
     seq: i64,
     /// The store version at the last full revalidation (access and record
@@ -150,9 +151,10 @@ impl Workspace {
         Ok(())
     }
 
-    /// Save the record now and commit it (with the batch): callers hold
-    /// the file's cross-process lock, and the next holder in another mount
-    /// must read this record (O_APPEND from two mounts loses nothing).
+    /// Save the record now and, when another mount is present, commit it
+    /// (with the batch): callers hold the file's cross-process lock, and
+    /// the next holder in another mount must read this record (O_APPEND
+    /// from two mounts loses nothing).
     pub(super) fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
@@ -160,7 +162,7 @@ impl Workspace {
             let access = self.access_tx(tx, circle)?;
             Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
         })?;
-        self.vault.store().commit_pending()?;
+        self.commit_for_others()?;
         st.seq = seq;
         st.access = access;
         st.dirty = false;
@@ -169,26 +171,14 @@ impl Workspace {
 
     /// Exclusive lock on the inode across processes (several mounts of
     /// one store), held for one read-modify-write and its record update.
-    pub(super) fn cross_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
-        self.inode_lock(ino, st, true)
+    pub(super) fn cross_lock(&self, ino: InodeId) -> Result<InodeLock<'_>> {
+        Ok(self.vault.store().inode_lock(ino, true)?)
     }
 
-    /// Shared lock on the inode for a read (writers in other mounts hold
-    /// it exclusively).
-    fn shared_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
-        self.inode_lock(ino, st, false)
-    }
-
-    fn inode_lock(&self, ino: InodeId, st: &mut OpenFile, exclusive: bool) -> Result<InodeLock> {
-        let f = match &st.lockf {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(self.vault.store().inode_lock_file()?);
-                st.lockf = Some(f.clone());
-                f
-            }
-        };
-        Ok(InodeLock::acquire(f, ino, exclusive)?)
+    /// Shared lock on the inode for a read (writers in other mounts and
+    /// threads hold it exclusively).
+    fn shared_lock(&self, ino: InodeId) -> Result<InodeLock<'_>> {
+        Ok(self.vault.store().inode_lock(ino, false)?)
     }
 
     pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
@@ -279,7 +269,7 @@ impl Workspace {
                     opens: 0,
                     unlinked: false,
                     file: None,
-                    lockf: None,
+                    fresh_inline: false,
                     ciphers: HashMap::new(),
                     seq,
                     validated: None,
@@ -321,7 +311,18 @@ impl Workspace {
             }
         }
         res?;
-        Ok(self.vault.store().commit_pending()?)
+        self.commit_for_others()
+    }
+
+    /// Commit the open batch now if another mount is present (it must see
+    /// what was just saved: close-to-open, a record saved under the inode
+    /// lock). Alone, the flusher commits it within its window: a mount that
+    /// joins later first waits for that batch (see `Workspace::new`).
+    pub(super) fn commit_for_others(&self) -> Result<()> {
+        if self.mount_lock.others_present() {
+            self.vault.store().commit_pending()?;
+        }
+        Ok(())
     }
 
     /// Persist a file's attributes (and with `sync`, its blocks first).
@@ -334,6 +335,7 @@ impl Workspace {
         let mut st = lock(of)?;
         if sync {
             Self::sync_slots(&st)?;
+            st.fresh_inline = false;
         }
         if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
             st.dirty = false;
@@ -354,15 +356,15 @@ impl Workspace {
         Ok(())
     }
 
-    /// flush(2) on a handle (every close): the record is saved and the
-    /// batch committed, so another mount's next open sees the file
-    /// (close-to-open).
+    /// flush(2) on a handle (every close): the record is saved and, when
+    /// another mount is present, the batch committed, so its next open sees
+    /// the file (close-to-open).
     pub fn flush(&self, ino: InodeId) -> Result<()> {
         let of = lock(&self.open)?.get(&ino).cloned();
         if let Some(of) = of {
             self.flush_file(ino, &of, false)?;
         }
-        Ok(self.vault.store().commit_pending()?)
+        self.commit_for_others()
     }
 
     /// fsync(2): blocks then the record, durably.
@@ -404,11 +406,12 @@ impl Workspace {
             let key = Key32::from_slice(&raw)?;
             let mut raw = raw;
             zeroize::Zeroize::zeroize(&mut raw);
-            st.ciphers.insert(g, (k.origin, Cipher::new(&key)));
+            st.ciphers
+                .insert(g, (k.origin, Arc::new(Cipher::new(&key))));
         }
         st.ciphers
             .get(&g)
-            .map(|(_, c)| c)
+            .map(|(_, c)| &**c)
             .ok_or_else(|| Error::new(ErrorKind::Internal, "cipher cache"))
     }
 
@@ -467,7 +470,8 @@ impl Workspace {
         self.vault.store().commit_pending()?;
         let current = access.keys.current;
         st.access = access;
-        st.ciphers.insert(ng, (current, Cipher::new(&key)));
+        st.ciphers
+            .insert(ng, (current, Arc::new(Cipher::new(&key))));
         st.attrs.keygen = ng;
         st.dirty = true;
         Ok(ng)
@@ -505,7 +509,7 @@ impl Workspace {
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
-        let _guard = self.shared_lock(ino, &mut st)?;
+        let _guard = self.shared_lock(ino)?;
         let reload = !st.dirty;
         self.revalidate(ino, &mut st, Op::ReadFiles, reload)?;
         let fsize = st.attrs.size;
@@ -517,57 +521,46 @@ impl Workspace {
         let first = offset / bs;
         let last = (end - 1) / bs;
         let n = (last - first + 1) as usize;
-        let mut out = vec![0u8; (end - offset) as usize];
-        // One read for the whole run of slots.
+        // One read for the whole run of slots, under the file's lock and
+        // the inode lock; the keys it needs are loaded, then both locks are
+        // released and the run is decrypted: a file's next request reads
+        // from disk while this one decrypts.
         let mut raw = vec![0u8; n * SLOT];
         let have = self.read_slots(ino, &mut st, first, &mut raw)?;
-        // Every key generation the run uses, loaded before decrypting.
+        let mut written = Vec::with_capacity(n);
+        let mut ciphers: Vec<(KeyGen, Arc<Cipher>)> = Vec::new();
         for k in 0..n {
             let i = first + k as u64;
-            if st.attrs.extents.contains(i) && (k + 1) * SLOT <= have {
+            let w = st.attrs.extents.contains(i);
+            written.push(w);
+            if w && (k + 1) * SLOT <= have {
                 let (g, _) = parse_slot(&raw[k * SLOT..(k + 1) * SLOT])?;
-                self.cipher(ino, &mut st, g)?;
+                if !ciphers.iter().any(|(x, _)| *x == g) {
+                    self.cipher(ino, &mut st, g)?;
+                    if let Some((_, c)) = st.ciphers.get(&g) {
+                        ciphers.push((g, c.clone()));
+                    }
+                }
             }
         }
         let run = Run {
             ino,
             circle: st.access.row.id,
             content: st.attrs.content,
-            extents: &st.attrs.extents,
-            ciphers: &st.ciphers,
-            raw: &raw,
+            written,
+            ciphers,
+            raw,
             have,
             first,
             offset,
             end,
         };
-        // Large reads decrypt on two threads (the file's lock is held, so
-        // requests of one file do not run in parallel otherwise).
-        if n >= PARALLEL_MIN_BLOCKS {
-            let mid = n / 2;
-            let split = ((first + mid as u64) * bs - offset) as usize;
-            let (a, b) = out.split_at_mut(split);
-            let res = std::thread::scope(|sc| {
-                let other = std::thread::Builder::new()
-                    .spawn_scoped(sc, || run.decrypt(mid..n, b, (first + mid as u64) * bs));
-                match other {
-                    Ok(h) => {
-                        let mine = run.decrypt(0..mid, a, offset);
-                        let theirs = h.join().unwrap_or_else(|_| {
-                            Err(Error::new(ErrorKind::Internal, "decrypt thread failed"))
-                        });
-                        mine.and(theirs)
-                    }
-                    Err(e) => Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("cannot start a decrypt thread: {e}"),
-                    )),
-                }
-            });
-            res?;
-        } else {
-            run.decrypt(0..n, &mut out, offset)?;
-        }
+        drop(_guard);
+        drop(st);
+        // No thread split: with the locks released, the kernel's next
+        // readahead request decrypts on the other FUSE thread meanwhile.
+        let mut out = vec![0u8; (end - offset) as usize];
+        run.decrypt(0..n, &mut out, offset)?;
         Ok(out)
     }
 
@@ -594,7 +587,7 @@ impl Workspace {
         // Cheap check first (no lock, no block file for a read trustee),
         // then the authoritative one under the lock.
         self.check(&st.access, Op::WriteFiles)?;
-        let _guard = self.cross_lock(ino, &mut st)?;
+        let _guard = self.cross_lock(ino)?;
         self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let offset = at.unwrap_or(st.attrs.size);
         let end = offset
@@ -700,7 +693,7 @@ impl Workspace {
         // Cheap check first (no lock, no block file for a read trustee),
         // then the authoritative one under the lock.
         self.check(&st.access, Op::WriteFiles)?;
-        let _guard = self.cross_lock(ino, &mut st)?;
+        let _guard = self.cross_lock(ino)?;
         self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let old = st.attrs.size;
         let mut cut = None;
@@ -776,7 +769,7 @@ impl Workspace {
         let mut st = lock(&of)?;
         self.check(&st.access, Op::WriteFiles)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
-            let _guard = self.cross_lock(ino, &mut st)?;
+            let _guard = self.cross_lock(ino)?;
             self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
             if end > st.attrs.size {
                 st.attrs.size = end;
@@ -808,24 +801,24 @@ fn read_run(f: &File, first: u64, buf: &mut [u8]) -> Result<usize> {
 
 const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);
 
-/// Blocks per read from which decryption is split over two threads.
-const PARALLEL_MIN_BLOCKS: usize = 16;
-
-/// A run of slots read from a block file, to decrypt into the caller's buffer.
-struct Run<'a> {
+/// A run of slots read from a file, with what decrypting it needs (owned:
+/// no lock is held while it is decrypted).
+struct Run {
     ino: InodeId,
     circle: crate::ids::CircleId,
     content: crate::ids::ContentId,
-    extents: &'a crate::format::attrs::Extents,
-    ciphers: &'a HashMap<KeyGen, (Epoch, Cipher)>,
-    raw: &'a [u8],
+    /// Per block of the run: inside the record's extents (else a hole).
+    written: Vec<bool>,
+    /// The ciphers of the key generations the run's slots name.
+    ciphers: Vec<(KeyGen, Arc<Cipher>)>,
+    raw: Vec<u8>,
     have: usize,
     first: u64,
     offset: u64,
     end: u64,
 }
 
-impl Run<'_> {
+impl Run {
     /// Decrypt blocks `ks` (indexes into the run) into `out`, which holds
     /// the plaintext from file offset `out_at` on.
     fn decrypt(&self, ks: std::ops::Range<usize>, out: &mut [u8], out_at: u64) -> Result<()> {
@@ -838,7 +831,7 @@ impl Run<'_> {
                 let lo = self.offset.max(bstart);
                 let hi = self.end.min(bstart + bs);
                 let dst = &mut out[(lo - out_at) as usize..(hi - out_at) as usize];
-                if !self.extents.contains(i) {
+                if !self.written[k] {
                     dst.fill(0);
                     continue;
                 }
@@ -850,7 +843,7 @@ impl Run<'_> {
                     return err(ErrorKind::Integrity, "content block missing");
                 }
                 let (g, sealed) = parse_slot(&self.raw[k * SLOT..(k + 1) * SLOT])?;
-                let (_, c) = self.ciphers.get(&g).ok_or_else(|| {
+                let (_, c) = self.ciphers.iter().find(|(x, _)| *x == g).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Integrity,
                         format!("no file key for generation {g}"),

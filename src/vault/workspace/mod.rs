@@ -102,7 +102,7 @@ pub struct Workspace {
     open: Mutex<HashMap<InodeId, Arc<Mutex<OpenFile>>>>,
     feed: Mutex<feed::FeedState>,
     read_only: bool,
-    _mount_lock: crate::store::blocks::MountLock,
+    mount_lock: crate::store::blocks::MountLock,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -137,9 +137,15 @@ impl Workspace {
                 pruned: None,
             }),
             read_only,
-            _mount_lock: lock_guard,
+            mount_lock: lock_guard,
         };
         ws.vault.store().set_relaxed_sync()?;
+        // Now present to the other mounts: wait once for their open
+        // batches, which were started before they could see this mount
+        // (each commits its batch at once from here on when it closes a
+        // file or saves a record under the inode lock).
+        ws.vault.store().write(|_| Ok::<_, Error>(()))?;
+        ws.vault.store().commit_pending()?;
         if alone {
             ws.sweep_orphans()?;
         }

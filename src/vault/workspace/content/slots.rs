@@ -95,18 +95,25 @@ impl Workspace {
                     b.resize(at + data.len(), 0);
                 }
                 b[at..at + data.len()].copy_from_slice(data);
-                return Ok(self.vault.store().write(|tx| tx.inline_put(ino, &b))?);
+                self.vault.store().write(|tx| tx.inline_put(ino, &b))?;
+                if !had_row {
+                    st.fresh_inline = true;
+                }
+                return Ok(());
             }
             // Spill: the block file gets the inline slots (replacing any
-            // leftover of an interrupted spill), durably, before the row
-            // that held them is deleted.
+            // leftover of an interrupted spill), durably unless no fsync
+            // ever covered them (a file being written for the first time,
+            // as by tar or cp), before the row that held them is deleted.
             let f = self.vault.store().block_open(ino, true)?.ok_or_else(|| {
                 Error::new(ErrorKind::Internal, "block file could not be created")
             })?;
             f.set_len(0)?;
             if !b.is_empty() {
                 f.write_all_at(&b, 0)?;
-                f.sync_data()?;
+                if !st.fresh_inline {
+                    f.sync_data()?;
+                }
             }
             if had_row {
                 self.vault.store().write(|tx| tx.inline_delete(ino))?;
