@@ -66,16 +66,20 @@ enum Slots {
     File(std::path::PathBuf),
 }
 
-fn slots_of(t: &TempStore, ino: InodeId) -> Slots {
-    let c = Connection::open(t.db()).unwrap();
-    let n: i64 = c
+/// Inline rows of `ino` (0 or 1).
+fn inline_rows(t: &TempStore, ino: InodeId) -> i64 {
+    Connection::open(t.db())
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM inline_slots WHERE ino = ?1",
             [ino.0],
             |r| r.get(0),
         )
-        .unwrap();
-    if n == 1 {
+        .unwrap()
+}
+
+fn slots_of(t: &TempStore, ino: InodeId) -> Slots {
+    if inline_rows(t, ino) == 1 {
         Slots::Inline(t.db(), ino)
     } else {
         Slots::File(block_path(t, ino))
@@ -394,15 +398,7 @@ fn inline_content_moves_to_a_block_file_when_it_grows() {
     assert_eq!(slots_of(&t, g).read().len(), 2 * SLOT);
     assert_eq!(get(&w, g).unwrap(), data(8, BLOCK_SIZE + 1));
     w.unlink(r1, b"g", false).unwrap();
-    let c = Connection::open(t.db()).unwrap();
-    let rows: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM inline_slots WHERE ino = ?1",
-            [g.0],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(rows, 0, "the inline row goes with the inode");
+    assert_eq!(inline_rows(&t, g), 0, "the inline row goes with the inode");
 }
 
 #[test]

@@ -847,3 +847,49 @@ fn other_xattr_namespaces_are_unsupported_so_ls_stops_probing() {
         "ls -l probed xattrs {calls} times for 20 files:\n{report}"
     );
 }
+
+#[test]
+fn unprivileged_writes_clear_set_id_bits() {
+    // HANDLE_KILLPRIV_V2: the kernel flags writes by a process without
+    // CAP_FSETID and leaves clearing the bits to circlefs.
+    if !fuse_available() || !util::which("setpriv") {
+        return;
+    }
+    // allow_other: requests made on behalf of the unprivileged writer (the
+    // kernel's own getattr and setattr around the write) are served.
+    let t = TempStore::new();
+    assert!(
+        t.admin_cli("admin", &["circle", "create", "k"])
+            .status
+            .success()
+    );
+    let m = Mount::new(
+        &t.store(),
+        &t.dir.path().join("mnt"),
+        "admin",
+        &t.pwfile("admin"),
+        &["allow_other"],
+    );
+    let d = m.path("k");
+    let mode = |n: &str| fs::metadata(d.join(n)).unwrap().permissions().mode() & 0o7777;
+    for (name, before, after, writer) in [
+        ("suid", 0o4777, 0o777, "nobody"),
+        ("sgid-x", 0o2777, 0o777, "nobody"),
+        ("sgid-nox", 0o2767, 0o2767, "nobody"),
+        ("both", 0o6755, 0o755, "nobody"),
+        ("root-suid", 0o4755, 0o4755, "root"),
+    ] {
+        fs::write(d.join(name), b"0").unwrap();
+        fs::set_permissions(d.join(name), fs::Permissions::from_mode(before)).unwrap();
+        assert_eq!(mode(name), before);
+        // The descriptor is opened by root; the write is made by `writer`.
+        let drop = if writer == "root" {
+            String::new()
+        } else {
+            "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all ".into()
+        };
+        sh(&d, &format!("{drop}sh -c 'printf x >&3' 3>>{name}"));
+        assert_eq!(fs::read(d.join(name)).unwrap(), b"0x", "{name}");
+        assert_eq!(mode(name), after, "{name} written by {writer}");
+    }
+}

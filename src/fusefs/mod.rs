@@ -229,8 +229,16 @@ impl Filesystem for CircleFs {
         // Always READDIRPLUS (a listing is nearly always followed by stats:
         // ls -l, find, du, git status), and lookups in one directory in
         // parallel (the workspace locks itself).
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS);
+        // HANDLE_KILLPRIV_V2: writes clear set-ID bits here (flagged per
+        // write), so the kernel marks the superblock NOSEC and stops asking
+        // for security.capability before every write (one FUSE round trip
+        // per write otherwise); truncate and chown still clear them in the
+        // kernel through setattr.
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+        );
         Ok(())
     }
 
@@ -525,7 +533,7 @@ impl Filesystem for CircleFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -550,11 +558,10 @@ impl Filesystem for CircleFs {
         let Some(i) = store_ino(ino) else {
             return reply.error(Errno::EISDIR);
         };
-        let r = if append {
-            self.ws.append(i, data)
-        } else {
-            self.ws.write(i, offset, data)
-        };
+        // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves clearing set-ID bits
+        // on write to us and flags the writes that must.
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let r = self.ws.write_at(i, (!append).then_some(offset), data, kill);
         match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),

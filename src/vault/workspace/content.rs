@@ -566,16 +566,26 @@ impl Workspace {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
-        self.write_at(ino, Some(offset), data)
+        self.write_at(ino, Some(offset), data, false)
     }
 
     /// Append `data` at the end of the file as it is when the write runs
     /// (atomic across handles and mounts: O_APPEND).
     pub fn append(&self, ino: InodeId, data: &[u8]) -> Result<usize> {
-        self.write_at(ino, None, data)
+        self.write_at(ino, None, data, false)
     }
 
-    fn write_at(&self, ino: InodeId, at: Option<u64>, data: &[u8]) -> Result<usize> {
+    /// Write `data` at `at` (None: at the end, O_APPEND); with `kill_privs`
+    /// (a writer without CAP_FSETID, as the kernel reports it) the set-user-ID
+    /// bit, and the set-group-ID bit of a group-executable file, are cleared
+    /// as a local filesystem does on write.
+    pub fn write_at(
+        &self,
+        ino: InodeId,
+        at: Option<u64>,
+        data: &[u8],
+        kill_privs: bool,
+    ) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -671,7 +681,14 @@ impl Workspace {
             st.attrs.extents.0.last().copied(),
             st.attrs.keygen,
         );
-        if before != after {
+        let mode = st.attrs.mode;
+        let killed = if kill_privs {
+            without_privs(mode)
+        } else {
+            mode
+        };
+        st.attrs.mode = killed;
+        if before != after || killed != mode {
             self.persist(ino, &mut st)?;
         }
         Ok(data.len())
@@ -779,6 +796,17 @@ impl Workspace {
         }
         Ok(())
     }
+}
+
+/// `mode` as a write by an unprivileged process leaves it: no set-user-ID
+/// bit, and no set-group-ID bit if group-executable (without group execute
+/// the bit means mandatory locking and stays).
+fn without_privs(mode: u32) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
 }
 
 /// Read as many whole bytes of a run of slots as exist; returns bytes read.
