@@ -13,6 +13,11 @@ use std::process::{Command, Stdio};
 use util::{Mount, TempStore, bin, fuse_available, scan, stdout};
 
 fn setup(circle: &str) -> (TempStore, Mount) {
+    setup_with(circle, &[])
+}
+
+/// A store with `circle`, mounted by its admin with mount options `opts`.
+fn setup_with(circle: &str, opts: &[&str]) -> (TempStore, Mount) {
     let t = TempStore::new();
     let o = t.admin_cli("admin", &["circle", "create", circle]);
     assert!(o.status.success(), "{}", stdout(&o));
@@ -21,7 +26,7 @@ fn setup(circle: &str) -> (TempStore, Mount) {
         &t.dir.path().join("mnt"),
         "admin",
         &t.pwfile("admin"),
-        &[],
+        opts,
     );
     (t, m)
 }
@@ -557,20 +562,8 @@ fn nothing_in_clear_in_the_store() {
     if !fuse_available() {
         return;
     }
-    let t = TempStore::new();
     let circle = "MARKER-CIRCLE-c3d4";
-    assert!(
-        t.admin_cli("admin", &["circle", "create", circle])
-            .status
-            .success()
-    );
-    let m = Mount::new(
-        &t.store(),
-        &t.dir.path().join("mnt"),
-        "admin",
-        &t.pwfile("admin"),
-        &[],
-    );
+    let (t, m) = setup(circle);
     let d = m.path(circle);
     fs::create_dir(d.join("MARKER-DIR-11aa")).unwrap();
     fs::write(
@@ -857,19 +850,7 @@ fn unprivileged_writes_clear_set_id_bits() {
     }
     // allow_other: requests made on behalf of the unprivileged writer (the
     // kernel's own getattr and setattr around the write) are served.
-    let t = TempStore::new();
-    assert!(
-        t.admin_cli("admin", &["circle", "create", "k"])
-            .status
-            .success()
-    );
-    let m = Mount::new(
-        &t.store(),
-        &t.dir.path().join("mnt"),
-        "admin",
-        &t.pwfile("admin"),
-        &["allow_other"],
-    );
+    let (_t, m) = setup_with("k", &["allow_other"]);
     let d = m.path("k");
     let mode = |n: &str| fs::metadata(d.join(n)).unwrap().permissions().mode() & 0o7777;
     for (name, before, after, writer) in [

@@ -356,6 +356,13 @@ fn revocation_and_deletion_reach_running_mounts() {
     // Deleting the circle removes it from alice's running mount too, and its blocks.
     let blocks_before = util::all_files(&t.store().join("blocks")).len();
     assert!(blocks_before > 0);
+    let inline_rows = || -> i64 {
+        rusqlite::Connection::open(t.db())
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM inline_slots", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(inline_rows() > 0, "alice's small files are inline");
     assert!(stdout(&t.admin_cli("alice", &["circle", "delete", "s"])).starts_with("200"));
     std::thread::sleep(Duration::from_millis(1000));
     assert!(!a.path("s").exists());
@@ -364,6 +371,7 @@ fn revocation_and_deletion_reach_running_mounts() {
         0,
         "every block file of the circle is removed"
     );
+    assert_eq!(inline_rows(), 0, "and every inline row");
 }
 
 /// Poll `f` until it holds (the other mount's change feed is read every
