@@ -30,13 +30,7 @@ impl MountLock {
     /// other descriptions' locks (other mounts) are reported.
     pub fn others_present(&self) -> bool {
         use nix::fcntl::{FcntlArg, fcntl};
-        let mut fl = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 1,
-            l_pid: 0,
-        };
+        let mut fl = byte_range(libc::F_WRLCK, PRESENCE_BYTE);
         match fcntl(&self.presence, FcntlArg::F_OFD_GETLK(&mut fl)) {
             Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
             Err(_) => true,
@@ -66,15 +60,25 @@ impl std::fmt::Debug for InodeLock<'_> {
     }
 }
 
-fn ofd_lock(f: &File, ino: InodeId, ty: i32, wait: bool) -> nix::Result<()> {
-    use nix::fcntl::{FcntlArg, fcntl};
-    let fl = libc::flock {
+/// Byte of `mounts.lock` every workspace read-locks (see [`MountLock`]).
+const PRESENCE_BYTE: i64 = 0;
+
+/// A lock request of type `ty` on the one byte at offset `at`.
+fn byte_range(ty: i32, at: i64) -> libc::flock {
+    libc::flock {
         l_type: ty as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: ino.0 as libc::off_t,
+        l_start: at as libc::off_t,
         l_len: 1,
         l_pid: 0,
-    };
+    }
+}
+
+/// Set (or clear, `F_UNLCK`) an OFD lock on byte `at` of `f`; `wait` blocks
+/// until it is granted.
+fn ofd_lock(f: &File, at: i64, ty: i32, wait: bool) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let fl = byte_range(ty, at);
     loop {
         let arg = if wait {
             FcntlArg::F_OFD_SETLKW(&fl)
@@ -94,7 +98,7 @@ const LOCK_POOL: usize = 16;
 impl Drop for InodeLock<'_> {
     fn drop(&mut self) {
         let Some(f) = self.f.take() else { return };
-        match ofd_lock(&f, self.ino, libc::F_UNLCK, false) {
+        match ofd_lock(&f, self.ino.0, libc::F_UNLCK, false) {
             Ok(()) => {
                 if let Ok(mut pool) = self.store.lock_pool.lock()
                     && pool.len() < LOCK_POOL
@@ -137,7 +141,7 @@ impl Store {
             .read(true)
             .write(true)
             .open(self.root().join("mounts.lock"))?;
-        ofd_lock(&presence, InodeId(0), libc::F_RDLCK, true)
+        ofd_lock(&presence, PRESENCE_BYTE, libc::F_RDLCK, true)
             .map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
         Ok((
             MountLock {
@@ -173,7 +177,7 @@ impl Store {
         } else {
             libc::F_RDLCK
         };
-        ofd_lock(&f, ino, ty, true).map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
+        ofd_lock(&f, ino.0, ty, true).map_err(|e| StoreError::Io(std::io::Error::from(e)))?;
         Ok(InodeLock {
             f: Some(f),
             ino,
@@ -257,23 +261,24 @@ impl Store {
     }
 }
 
-/// Read slot `idx` into `buf` (SLOT bytes). Returns false when the file
-/// ends before the slot is complete (missing or truncated block).
-pub fn read_slot(f: &File, idx: BlockIndex, buf: &mut [u8]) -> Result<bool, StoreError> {
-    let off = idx
+/// Read the slots from index `first` on into `buf`: as many bytes as the
+/// file holds there (fewer than `buf` at its end; a missing or truncated
+/// block shows as bytes not read). Returns the bytes read.
+pub fn read_run(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
+    let off = first
         .0
         .checked_mul(SLOT as u64)
         .ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
     let mut done = 0;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => return Ok(false),
+            Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(true)
+    Ok(done)
 }
 
 /// Remove a file; missing is fine.
@@ -308,10 +313,7 @@ mod tests {
 
     #[test]
     fn presence_and_inode_locks() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        let a = Store::create(&root).unwrap();
-        let b = Store::open(&root).unwrap();
+        let (_dir, root, a, b) = crate::store::tests::two_connections();
         let (la, alone) = a.mount_lock().unwrap();
         assert!(alone);
         assert!(!la.others_present(), "its own lock is not another mount");
@@ -330,13 +332,13 @@ mod tests {
             .write(true)
             .open(root.join(INODE_LOCKS))
             .unwrap();
-        let busy = |ty| ofd_lock(&f, ino, ty, false).is_err();
+        let busy = |ty| ofd_lock(&f, ino.0, ty, false).is_err();
         assert!(busy(libc::F_WRLCK) && !busy(libc::F_RDLCK));
-        ofd_lock(&f, ino, libc::F_UNLCK, false).unwrap();
+        ofd_lock(&f, ino.0, libc::F_UNLCK, false).unwrap();
         drop((r1, r2));
         let w = a.inode_lock(ino, true).unwrap();
         assert!(busy(libc::F_RDLCK), "exclusive holds off readers");
-        assert!(ofd_lock(&f, InodeId(8), libc::F_WRLCK, false).is_ok());
+        assert!(ofd_lock(&f, 8, libc::F_WRLCK, false).is_ok());
         drop(w);
         assert!(!busy(libc::F_WRLCK), "released on drop");
         assert_eq!(

@@ -458,12 +458,19 @@ mod tests {
         s.read(|tx| tx.meta_get(k)).unwrap()
     }
 
-    #[test]
-    fn group_commit_keeps_each_operation_atomic_and_hides_the_batch_until_commit() {
+    /// A new store in a temporary directory and a second connection to it
+    /// (the directory lives as long as the returned guard).
+    pub(crate) fn two_connections() -> (tempfile::TempDir, PathBuf, Store, Store) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s");
         let a = Store::create(&root).unwrap();
         let b = Store::open(&root).unwrap();
+        (dir, root, a, b)
+    }
+
+    #[test]
+    fn group_commit_keeps_each_operation_atomic_and_hides_the_batch_until_commit() {
+        let (_dir, root, a, b) = two_connections();
         a.set_group_commit(true).unwrap();
         a.write(|tx| tx.meta_set("one", "1")).unwrap();
         // A failing operation rolls back itself only.
@@ -506,10 +513,7 @@ mod tests {
 
     #[test]
     fn version_moves_with_any_commit_and_only_then() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        let a = Store::create(&root).unwrap();
-        let b = Store::open(&root).unwrap();
+        let (_dir, _root, a, b) = two_connections();
         let v0 = a.version().unwrap();
         let _ = meta(&a, "x");
         assert_eq!(a.version().unwrap(), v0, "a read moves nothing");

@@ -809,24 +809,6 @@ fn without_privs(mode: u32) -> u32 {
     m
 }
 
-/// Read as many whole bytes of a run of slots as exist; returns bytes read.
-fn read_run(f: &File, first: u64, buf: &mut [u8]) -> Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let off = first
-        .checked_mul(SLOT as u64)
-        .ok_or_else(|| Error::new(ErrorKind::Integrity, "offset overflow"))?;
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(k) => done += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(done)
-}
-
 const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);
 
 /// A run of slots read from a file, with what decrypting it needs (owned:

@@ -9,11 +9,11 @@
 
 use std::os::unix::fs::FileExt;
 
-use super::{OpenFile, read_run};
+use super::OpenFile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::block::{INLINE_SLOTS, SLOT};
 use crate::ids::{BlockIndex, InodeId};
-use crate::store::blocks::{truncate_slots, write_slots};
+use crate::store::blocks::{read_run, truncate_slots, write_slots};
 use crate::vault::workspace::Workspace;
 
 /// Where the slots of a file are now.
@@ -59,7 +59,10 @@ impl Workspace {
     ) -> Result<usize> {
         match self.place(ino, st)? {
             Place::File => match &st.file {
-                Some(f) => read_run(f, first, buf),
+                Some(f) => {
+                    slot_offset(first)?;
+                    Ok(read_run(f, BlockIndex(first), buf)?)
+                }
                 None => Ok(0),
             },
             Place::Inline(b) => {
