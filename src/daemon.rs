@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Commit every operation on its own (no group commit).
     pub no_batch: bool,
+    /// Time every FUSE request; write the table here at unmount.
+    pub opstats: Option<PathBuf>,
 }
 
 impl MountOptions {
@@ -43,6 +45,12 @@ impl MountOptions {
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
                 "nobatch" => o.no_batch = true,
+                x if x.starts_with("opstats=") && x.len() > 8 => {
+                    // Absolute: the daemon leaves the caller's directory.
+                    o.opstats = Some(std::path::absolute(&x[8..]).map_err(|e| {
+                        Error::new(ErrorKind::BadRequest, format!("bad mount option {x}: {e}"))
+                    })?);
+                }
                 x if x.starts_with("threads=") => {
                     o.threads = x[8..]
                         .parse::<usize>()
@@ -56,7 +64,7 @@ impl MountOptions {
                     return err(
                         ErrorKind::BadRequest,
                         format!(
-                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch)"
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch, opstats=FILE)"
                         ),
                     );
                 }
@@ -130,7 +138,10 @@ pub fn serve(
     harden();
     let session = Arc::new(session);
     let ws = Arc::new(Workspace::new(vault, session, opts.read_only)?);
-    let fs = CircleFs::new(ws.clone());
+    let mut fs = CircleFs::new(ws.clone());
+    if let Some(p) = &opts.opstats {
+        fs = fs.with_opstats(p.clone());
+    }
     let notifier = fs.notifier_slot();
     let mut mount_options = vec![
         MountOption::FSName(format!("circlefs:{}", store.display())),
@@ -237,5 +248,12 @@ mod tests {
         assert!(o.read_only && o.allow_other && o.threads == 4);
         assert!(MountOptions::parse(&["bogus".into()]).is_err());
         assert!(MountOptions::parse(&["threads=0".into()]).is_err());
+        let o = MountOptions::parse(&["opstats=ops.md".into()]).unwrap();
+        assert!(
+            o.opstats
+                .as_ref()
+                .is_some_and(|p| p.is_absolute() && p.ends_with("ops.md"))
+        );
+        assert!(MountOptions::parse(&["opstats=".into()]).is_err());
     }
 }

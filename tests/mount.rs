@@ -874,3 +874,38 @@ fn unprivileged_writes_clear_set_id_bits() {
         assert_eq!(mode(name), after, "{name} written by {writer}");
     }
 }
+
+#[test]
+fn opstats_table_is_written_at_unmount() {
+    if !fuse_available() {
+        return;
+    }
+    let stats_dir = tempfile::tempdir().unwrap();
+    let out = stats_dir.path().join("ops.md");
+    let opt = format!("opstats={}", out.display());
+    let (_t, m) = setup_with("o", &[&opt]);
+    let d = m.path("o");
+    for i in 0..5 {
+        fs::write(d.join(format!("f{i}")), b"hello").unwrap();
+    }
+    assert_eq!(fs::read(d.join("f3")).unwrap(), b"hello");
+    assert!(!out.exists(), "written before the unmount");
+    m.unmount();
+    let t0 = std::time::Instant::now();
+    while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let table = fs::read_to_string(&out).unwrap();
+    let count = |req: &str| -> u64 {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {req} |")))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("CREATE"), 5, "{table}");
+    assert!(count("WRITE") >= 5, "{table}");
+    assert!(count("LOOKUP") >= 5, "{table}");
+    assert!(table.contains("| all |"), "{table}");
+}

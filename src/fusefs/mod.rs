@@ -3,6 +3,7 @@
 
 pub mod attr;
 pub mod ctl;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -29,6 +30,7 @@ use crate::vault::workspace::{
 
 use attr::{CTL_DIR, CTL_FILE, INO_OFFSET, ROOT, to_attr, virtual_attr, walltime};
 use ctl::CtlHandle;
+use stats::{OpStats, Req, Timer};
 
 /// Attribute and entry cache time of store inodes. Changes made through
 /// this mount update the kernel's cache as they happen. Changes made by
@@ -81,6 +83,8 @@ pub struct CircleFs {
     owner: (u32, u32),
     started: SystemTime,
     notifier: Arc<OnceLock<Notifier>>,
+    /// Request timing (`-o opstats=FILE`) and where to write it at unmount.
+    stats: Option<(OpStats, std::path::PathBuf)>,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -128,7 +132,18 @@ impl CircleFs {
             ),
             started: SystemTime::now(),
             notifier: Arc::new(OnceLock::new()),
+            stats: None,
         }
+    }
+
+    /// Time every request and write the table to `path` at unmount.
+    pub fn with_opstats(mut self, path: std::path::PathBuf) -> CircleFs {
+        self.stats = Some((OpStats::default(), path));
+        self
+    }
+
+    fn timed(&self, r: Req) -> Option<Timer<'_>> {
+        self.stats.as_ref().and_then(|(s, _)| s.time(r))
     }
 
     /// The slot for the session's notifier (set once the session exists).
@@ -244,12 +259,18 @@ impl Filesystem for CircleFs {
     }
 
     fn destroy(&mut self) {
+        if let Some((s, path)) = &self.stats
+            && let Err(e) = std::fs::write(path, s.table())
+        {
+            log::error!("opstats {}: {e}", path.display());
+        }
         if let Err(e) = self.ws.shutdown() {
             log::error!("shutdown: {e}");
         }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.timed(Req::Lookup);
         match parent.0 {
             ROOT => {
                 if name.as_bytes() == CTL_DIR_NAME.as_bytes() {
@@ -291,6 +312,7 @@ impl Filesystem for CircleFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.timed(Req::Getattr);
         if let Some(a) = self.virtual_attr(ino) {
             return reply.attr(&virtual_ttl(ino), &a);
         }
@@ -319,6 +341,7 @@ impl Filesystem for CircleFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.timed(Req::Setattr);
         if ino.0 == CTL_FILE {
             // `echo ... > control` truncates first: accepted, nothing to change.
             return reply.attr(&VTTL, &self.ctl_file_attr());
@@ -342,6 +365,7 @@ impl Filesystem for CircleFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.timed(Req::Readlink);
         match store_ino(ino).map(|i| self.ws.readlink(i)) {
             Some(Ok(t)) => reply.data(&t),
             Some(Err(e)) => reply.error(errno(&e)),
@@ -359,6 +383,7 @@ impl Filesystem for CircleFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Req::Mknod);
         let what = if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
             NewNode::File
         } else {
@@ -377,6 +402,7 @@ impl Filesystem for CircleFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Req::Mkdir);
         Self::entry(
             reply,
             self.create_in(req, parent, name, mode & 0o7777 & !umask, NewNode::Dir),
@@ -384,6 +410,7 @@ impl Filesystem for CircleFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Req::Unlink);
         empty(
             reply,
             store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), false)),
@@ -392,6 +419,7 @@ impl Filesystem for CircleFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Req::Rmdir);
         empty(
             reply,
             store_ino(parent).map(|p| self.ws.unlink(p, name.as_bytes(), true)),
@@ -407,6 +435,7 @@ impl Filesystem for CircleFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Req::Symlink);
         let t = target.as_os_str().as_bytes().to_vec();
         Self::entry(
             reply,
@@ -424,6 +453,7 @@ impl Filesystem for CircleFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Rename);
         let (Some(p), Some(np)) = (store_ino(parent), store_ino(newparent)) else {
             return reply.error(Errno::EPERM);
         };
@@ -453,6 +483,7 @@ impl Filesystem for CircleFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Req::Link);
         match (store_ino(ino), store_ino(newparent)) {
             (Some(i), Some(np)) => Self::entry(reply, self.ws.link(i, np, newname.as_bytes())),
             _ => reply.error(Errno::EPERM),
@@ -460,6 +491,7 @@ impl Filesystem for CircleFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.timed(Req::Open);
         if ino.0 == CTL_FILE {
             let fh = self.add_handle(Handle::Ctl(CtlHandle::default()));
             return reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO);
@@ -505,6 +537,7 @@ impl Filesystem for CircleFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.timed(Req::Read);
         if ino.0 == CTL_FILE {
             let Ok(mut hs) = self.handles.lock() else {
                 return reply.error(Errno::EIO);
@@ -539,6 +572,7 @@ impl Filesystem for CircleFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.timed(Req::Write);
         if ino.0 == CTL_FILE {
             let produced = {
                 let Ok(mut hs) = self.handles.lock() else {
@@ -577,6 +611,7 @@ impl Filesystem for CircleFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Flush);
         if ino.0 == CTL_FILE {
             let produced = match self.handles.lock() {
                 Ok(mut hs) => match hs.get_mut(&fh.0) {
@@ -604,6 +639,7 @@ impl Filesystem for CircleFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Release);
         let h = self.handles.lock().ok().and_then(|mut m| m.remove(&fh.0));
         match h {
             Some(Handle::Ctl(mut c)) => {
@@ -630,6 +666,7 @@ impl Filesystem for CircleFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Fsync);
         match store_ino(ino).map(|i| self.ws.fsync(i)) {
             Some(Err(e)) => reply.error(errno(&e)),
             _ => reply.ok(),
@@ -637,6 +674,7 @@ impl Filesystem for CircleFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.timed(Req::Opendir);
         if store_ino(ino).is_some() {
             // Store directories: the kernel keeps the listing in its cache
             // across opens; it drops it when the directory's mtime changes
@@ -660,6 +698,7 @@ impl Filesystem for CircleFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.timed(Req::Readdir);
         if let Err(e) = self.handle_listing(ino, fh) {
             return reply.error(e);
         }
@@ -690,6 +729,7 @@ impl Filesystem for CircleFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.timed(Req::Readdirplus);
         let _ = req;
         // Entries with their attributes (ls -l, find, du): the kernel caches
         // both, so no LOOKUP/GETATTR follows per entry.
@@ -770,6 +810,7 @@ impl Filesystem for CircleFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Releasedir);
         if let Ok(mut m) = self.handles.lock() {
             m.remove(&fh.0);
         }
@@ -784,6 +825,7 @@ impl Filesystem for CircleFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Fsyncdir);
         // Directory changes are committed SQLite transactions; make them durable.
         match self.ws.sync() {
             Ok(()) => reply.ok(),
@@ -792,6 +834,7 @@ impl Filesystem for CircleFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.timed(Req::Statfs);
         match self.ws.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
@@ -810,6 +853,7 @@ impl Filesystem for CircleFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Setxattr);
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -825,6 +869,7 @@ impl Filesystem for CircleFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.timed(Req::Getxattr);
         match store_ino(ino).map(|i| self.ws.getxattr(i, name.as_bytes())) {
             Some(Ok(v)) => xattr_reply(reply, &v, size),
             Some(Err(e)) => reply.error(errno(&e)),
@@ -836,6 +881,7 @@ impl Filesystem for CircleFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.timed(Req::Listxattr);
         match store_ino(ino).map(|i| self.ws.listxattr(i)) {
             Some(Ok(v)) => xattr_reply(reply, &v, size),
             Some(Err(e)) => reply.error(errno(&e)),
@@ -844,6 +890,7 @@ impl Filesystem for CircleFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Req::Removexattr);
         empty(
             reply,
             store_ino(ino).map(|i| self.ws.removexattr(i, name.as_bytes())),
@@ -865,10 +912,12 @@ impl Filesystem for CircleFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        let _t = self.timed(Req::Ioctl);
         reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.timed(Req::Access);
         if self.virtual_attr(ino).is_some() {
             return reply.ok();
         }
@@ -897,6 +946,7 @@ impl Filesystem for CircleFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.timed(Req::Create);
         let mode = libc::S_IFREG | (mode & 0o7777 & !umask);
         let r = match self.create_in(req, parent, name, mode, NewNode::File) {
             // Another mount created it between the kernel's lookup and now:
@@ -940,6 +990,7 @@ impl Filesystem for CircleFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Req::Fallocate);
         empty(
             reply,
             store_ino(ino).map(|i| self.ws.fallocate(i, offset, length, mode)),

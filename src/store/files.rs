@@ -92,14 +92,36 @@ fn dirent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DirentRow> {
 }
 
 impl Tx<'_> {
-    /// Insert an inode with a placeholder record (sealed once the id is known).
-    pub fn inode_insert(&self, circle: CircleId, kind: u8) -> Result<InodeId, StoreError> {
-        self.c
+    /// The id the next inode of this transaction gets: ids are never
+    /// reused (AUTOINCREMENT), so a record sealed for it names no other
+    /// inode, ever.
+    pub fn inode_next_id(&self) -> Result<InodeId, StoreError> {
+        Ok(InodeId(
+            self.c
+                .prepare_cached(
+                    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inodes'), 0) + 1",
+                )?
+                .query_row([], |r| r.get(0))?,
+        ))
+    }
+
+    /// Insert inode `ino` (from [`Tx::inode_next_id`] in this transaction)
+    /// with its sealed record; returns its change counter.
+    pub fn inode_insert(
+        &self,
+        ino: InodeId,
+        circle: CircleId,
+        kind: u8,
+        epoch: Epoch,
+        attrs: &[u8],
+    ) -> Result<i64, StoreError> {
+        Ok(self
+            .c
             .prepare_cached(
-                "INSERT INTO inodes(circle_id, kind, epoch, attrs) VALUES (?1, ?2, 0, x'')",
+                "INSERT INTO inodes(id, circle_id, kind, epoch, attrs, seq) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
             )?
-            .execute(params![circle.0, kind as i64])?;
-        Ok(InodeId(self.c.last_insert_rowid()))
+            .execute(params![ino.0, circle.0, kind as i64, epoch.0, attrs])
+            .map(|_| 0)?)
     }
 
     /// Replace an inode's sealed record; returns its new change counter.

@@ -277,7 +277,18 @@ impl Store {
     /// wrote nothing in between, so what was read then still holds.
     pub fn version(&self) -> Result<StoreVersion, StoreError> {
         let conn = self.lock()?;
-        let dv: i64 = conn
+        self.version_of(&conn.c)
+    }
+
+    /// The version inside write transaction `tx`: what `tx` has read holds
+    /// at that version once `tx`'s write returns (no other connection
+    /// commits while it holds the write lock).
+    pub fn version_in(&self, tx: &Tx<'_>) -> Result<StoreVersion, StoreError> {
+        self.version_of(tx.c)
+    }
+
+    fn version_of(&self, c: &Connection) -> Result<StoreVersion, StoreError> {
+        let dv: i64 = c
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
         Ok(StoreVersion(dv, self.writes.load(Ordering::SeqCst)))

@@ -111,7 +111,7 @@ impl Vault {
                 .circle_by_id(id)?
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "circle vanished"))?;
             let keys = self.circle_keys(tx, s, &row)?;
-            let root = tx.inode_insert(id, Kind::Dir as u8)?;
+            let root = tx.inode_next_id()?;
             let t = Time::now();
             let attrs = Attrs {
                 kind: Kind::Dir,
@@ -130,7 +130,7 @@ impl Vault {
                 target: Vec::new(),
             };
             let (e, sealed) = keys.seal_attrs(root, &attrs)?;
-            tx.inode_update(root, e, &sealed)?;
+            tx.inode_insert(root, id, Kind::Dir as u8, e, &sealed)?;
             tx.circle_set_root(id, root)?;
             tx.change_insert(Some(id), "circle", now)?;
             Ok(id)

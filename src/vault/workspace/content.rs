@@ -21,6 +21,18 @@ use super::{CircleAccess, Op, Workspace, lock};
 /// Largest file size accepted (keeps offsets far from overflow).
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 
+/// A regular file as its creating transaction left it.
+pub(super) struct Created {
+    pub attrs: Attrs,
+    /// Change counter of its record.
+    pub seq: i64,
+    /// Store version inside the creating transaction.
+    pub version: crate::store::StoreVersion,
+    /// Its first key generation, and the epoch that key was created in.
+    pub keygen: KeyGen,
+    pub origin: Epoch,
+}
+
 /// State of an open (or recently used) file, shared by all its handles.
 pub struct OpenFile {
     access: Arc<CircleAccess>,
@@ -33,6 +45,10 @@ pub struct OpenFile {
     /// The inline row was created by this state and no fsync(2) has
     /// covered it since: moving it to a block file needs no sync first.
     fresh_inline: bool,
+    /// Created by this state and never written since (nor changed by
+    /// another mount): it has neither an inline row nor a block file, so
+    /// nothing needs looking for.
+    no_slots: bool,
     /// Ciphers by key generation, with the epoch each key was created in.
     ciphers: HashMap<KeyGen, (Epoch, Arc<Cipher>)>,
     /// Change counter of the record this state was loaded from or last wrote.
@@ -145,6 +161,7 @@ impl Workspace {
                 }
                 st.attrs = fresh;
                 st.seq = row.seq;
+                st.no_slots = false;
             }
         }
         st.validated = version;
@@ -160,7 +177,7 @@ impl Workspace {
         let circle = st.access.row.id;
         let (seq, access) = self.vault.store().write(|tx| {
             let access = self.access_tx(tx, circle)?;
-            Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
+            Ok::<_, Error>((self.save_attrs_in(tx, &access, ino, &attrs)?, access))
         })?;
         self.commit_for_others()?;
         st.seq = seq;
@@ -229,7 +246,7 @@ impl Workspace {
             let a = self.access_tx(tx, a.row.id)?;
             let mut attrs = a.keys.open_attrs(&row)?;
             f(&mut attrs)?;
-            self.save_attrs(tx, &a, ino, &attrs)?;
+            self.save_attrs_in(tx, &a, ino, &attrs)?;
             Ok(())
         })
     }
@@ -270,6 +287,7 @@ impl Workspace {
                     unlinked: false,
                     file: None,
                     fresh_inline: false,
+                    no_slots: false,
                     ciphers: HashMap::new(),
                     seq,
                     validated: None,
@@ -277,6 +295,35 @@ impl Workspace {
             })
             .clone();
         Ok(of)
+    }
+
+    /// Start the open state of a regular file this workspace just created
+    /// (with the cipher of its first key generation).
+    pub(super) fn adopt_created(
+        &self,
+        ino: InodeId,
+        access: Arc<CircleAccess>,
+        c: Created,
+        key: &Key32,
+    ) -> Result<()> {
+        let mut ciphers = HashMap::new();
+        ciphers.insert(c.keygen, (c.origin, Arc::new(Cipher::new(key))));
+        lock(&self.open)?.entry(ino).or_insert_with(|| {
+            Arc::new(Mutex::new(OpenFile {
+                access,
+                attrs: c.attrs,
+                dirty: false,
+                opens: 0,
+                unlinked: false,
+                file: None,
+                fresh_inline: false,
+                no_slots: true,
+                ciphers,
+                seq: c.seq,
+                validated: Some(c.version),
+            }))
+        });
+        Ok(())
     }
 
     fn loaded(&self, ino: InodeId) -> Result<Arc<Mutex<OpenFile>>> {

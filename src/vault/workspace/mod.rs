@@ -418,6 +418,18 @@ impl Workspace {
         // Sealed under the epoch current in this transaction, whatever `a`
         // was loaded as (never under an epoch a revocation has retired).
         let a = self.access_tx(tx, a.row.id)?;
+        self.save_attrs_in(tx, &a, ino, attrs)
+    }
+
+    /// [`Workspace::save_attrs`] with `a` read by `access_tx` in this same
+    /// transaction (so already current: not read again).
+    fn save_attrs_in(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        ino: InodeId,
+        attrs: &Attrs,
+    ) -> Result<i64> {
         let (e, sealed) = a.keys.seal_attrs(ino, attrs)?;
         Ok(tx.inode_update(ino, e, &sealed)?)
     }

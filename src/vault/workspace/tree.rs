@@ -238,7 +238,7 @@ impl Workspace {
         {
             return err(ErrorKind::Invalid, "bad symlink target");
         }
-        self.vault.store().write(|tx| {
+        let (node, a, seq, first_key, version) = self.vault.store().write(|tx| {
             let (a, mut pattrs) = self.dir(tx, parent)?;
             self.check(&a, Op::WriteFiles)?;
             if self.find(tx, &a, parent, nm)?.is_some() {
@@ -269,10 +269,10 @@ impl Workspace {
                 }
             }
             let now = Time::now();
-            let ino = tx.inode_insert(a.row.id, kind as u8)?;
+            let ino = tx.inode_next_id()?;
             // A regular file gets its first key generation in the same
             // transaction (no extra commit before its first write).
-            let keygen = if kind == Kind::File {
+            let first_key = if kind == Kind::File {
                 let g = KeyGen(1);
                 let e = a.keys.current;
                 let key = crate::crypto::Key32::random()?;
@@ -281,16 +281,9 @@ impl Workspace {
                     .cur()?
                     .file_wrap
                     .seal(&aad::file_key(a.row.id, ino, g, e, e), key.expose())?;
-                tx.file_key_insert(&crate::store::files::FileKeyRow {
-                    ino,
-                    keygen: g,
-                    epoch: e,
-                    origin: e,
-                    wrapped,
-                })?;
-                g
+                Some((g, e, key, wrapped))
             } else {
-                KeyGen(0)
+                None
             };
             let attrs = Attrs {
                 kind,
@@ -304,18 +297,47 @@ impl Workspace {
                 ctime: now,
                 crtime: now,
                 content: ContentId(random_bytes()?),
-                keygen,
+                keygen: first_key.as_ref().map_or(KeyGen(0), |k| k.0),
                 extents: Extents::default(),
                 target,
             };
-            self.save_attrs(tx, &a, ino, &attrs)?;
+            // `a` was read in this transaction: its epoch is current.
+            let (e, sealed) = a.keys.seal_attrs(ino, &attrs)?;
+            let seq = tx.inode_insert(ino, a.row.id, kind as u8, e, &sealed)?;
+            let first_key = match first_key {
+                Some((g, e, key, wrapped)) => {
+                    tx.file_key_insert(&crate::store::files::FileKeyRow {
+                        ino,
+                        keygen: g,
+                        epoch: e,
+                        origin: e,
+                        wrapped,
+                    })?;
+                    Some((g, e, key))
+                }
+                None => None,
+            };
             tx.dirent_insert(&self.new_dirent(&a, parent, nm, ino)?)?;
             pattrs.mtime = now;
             pattrs.ctime = now;
-            self.save_attrs(tx, &a, parent, &pattrs)?;
+            self.save_attrs_in(tx, &a, parent, &pattrs)?;
             let nlink = if kind == Kind::Dir { 2 } else { 1 };
-            Ok(Node { ino, attrs, nlink })
-        })
+            let version = self.vault.store().version_in(tx)?;
+            Ok((Node { ino, attrs, nlink }, a, seq, first_key, version))
+        })?;
+        // The new file's open state starts from what was just written: its
+        // open and first write read neither its record nor its key back.
+        if let Some((g, e, key)) = first_key {
+            let fresh = super::content::Created {
+                attrs: node.attrs.clone(),
+                seq,
+                version,
+                keygen: g,
+                origin: e,
+            };
+            self.adopt_created(node.ino, a, fresh, &key)?;
+        }
+        Ok(node)
     }
 
     /// Target of a symlink.
@@ -353,7 +375,7 @@ impl Workspace {
             let now = Time::now();
             pattrs.mtime = now;
             pattrs.ctime = now;
-            self.save_attrs(tx, &a, parent, &pattrs)?;
+            self.save_attrs_in(tx, &a, parent, &pattrs)?;
             let remaining = tx.dirent_links(d.ino)?;
             if remaining == 0 && !self.is_open(d.ino)? {
                 tx.inode_delete(d.ino)?;
@@ -481,11 +503,11 @@ impl Workspace {
             let now = Time::now();
             pa.mtime = now;
             pa.ctime = now;
-            self.save_attrs(tx, &a, parent, &pa)?;
+            self.save_attrs_in(tx, &a, parent, &pa)?;
             if newparent != parent {
                 pb.mtime = now;
                 pb.ctime = now;
-                self.save_attrs(tx, &a, newparent, &pb)?;
+                self.save_attrs_in(tx, &a, newparent, &pb)?;
             }
             Ok((a.clone(), Some(src.ino), replaced))
         })?;
@@ -531,7 +553,7 @@ impl Workspace {
             let now = Time::now();
             pb.mtime = now;
             pb.ctime = now;
-            self.save_attrs(tx, &a, newparent, &pb)?;
+            self.save_attrs_in(tx, &a, newparent, &pb)?;
             Ok::<_, Error>(a)
         })?;
         self.touch_ctime(&a, ino)?;

@@ -37,6 +37,9 @@ impl Workspace {
         if st.file.is_some() {
             return Ok(Place::File);
         }
+        if st.no_slots {
+            return Ok(Place::Nothing);
+        }
         if let Some(b) = self.vault.store().read(|tx| tx.inline_get(ino))? {
             return Ok(Place::Inline(b));
         }
@@ -99,6 +102,7 @@ impl Workspace {
                 }
                 b[at..at + data.len()].copy_from_slice(data);
                 self.vault.store().write(|tx| tx.inline_put(ino, &b))?;
+                st.no_slots = false;
                 if !had_row {
                     st.fresh_inline = true;
                 }
@@ -122,6 +126,7 @@ impl Workspace {
                 self.vault.store().write(|tx| tx.inline_delete(ino))?;
             }
             st.file = Some(f);
+            st.no_slots = false;
         }
         let f = st
             .file
