@@ -138,17 +138,20 @@ impl Workspace {
     /// Look up `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, nm: &[u8]) -> Result<Node> {
         name::check_file_name(nm)?;
-        let ino = self.vault.store().read(|tx| {
+        let mut node = self.vault.store().read(|tx| {
             let (a, _) = self.dir(tx, parent)?;
             self.check(&a, Op::ReadFiles)?;
             let d = self
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
-            Ok::<_, Error>(d.ino)
+            self.node_tx(tx, d.ino, None)
         })?;
-        // Attributes outside the transaction: an open file's lock is never
-        // taken while the store lock is held.
-        self.getattr(ino)
+        // An open file's live attributes, outside the transaction: an open
+        // file's lock is never taken while the store lock is held.
+        if let Some(live) = self.open_attrs(node.ino)? {
+            node.attrs = live;
+        }
+        Ok(node)
     }
 
     /// Look up several names of one directory, each expected to name a
