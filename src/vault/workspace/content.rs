@@ -173,9 +173,18 @@ impl Workspace {
     /// the next holder in another mount must read this record (O_APPEND
     /// from two mounts loses nothing).
     pub(super) fn persist(&self, ino: InodeId, st: &mut OpenFile) -> Result<()> {
+        self.persist_with(ino, st, None)
+    }
+
+    /// [`Workspace::persist`], storing `inline` as the file's inline slots
+    /// in the same transaction.
+    fn persist_with(&self, ino: InodeId, st: &mut OpenFile, inline: Option<&[u8]>) -> Result<()> {
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
         let (seq, access) = self.vault.store().write(|tx| {
+            if let Some(row) = inline {
+                tx.inline_put(ino, row)?;
+            }
             let access = self.access_tx(tx, circle)?;
             Ok::<_, Error>((self.save_attrs_in(tx, &access, ino, &attrs)?, access))
         })?;
@@ -663,6 +672,9 @@ impl Workspace {
         let last = (end - 1) / bs;
         let n = (last - first + 1) as usize;
         let old_blocks = blocks_for(st.attrs.size);
+        // Where the slots are, looked up once for the edge reads and the
+        // write (both locks are held throughout).
+        let place = self.place(ino, &mut st)?;
         // Existing content of partially covered edge blocks.
         let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
         for i in [first, last] {
@@ -676,7 +688,7 @@ impl Workspace {
                 continue;
             }
             let mut slot = vec![0u8; SLOT];
-            if self.read_slots(ino, &mut st, i, &mut slot)? < SLOT {
+            if Self::read_placed(&place, &st, i, &mut slot)? < SLOT {
                 return err(ErrorKind::Integrity, "content block missing");
             }
             let mut pt = vec![0u8; BLOCK_SIZE];
@@ -713,7 +725,7 @@ impl Workspace {
         for v in edge.values_mut() {
             v.fill(0);
         }
-        self.write_slots(ino, &mut st, first, &out)?;
+        let inline_row = self.stage_slots(ino, &mut st, place, first, &out)?;
         let now = Time::now();
         st.attrs.extents.add(first, last + 1);
         st.attrs.size = st.attrs.size.max(end);
@@ -735,8 +747,12 @@ impl Workspace {
             mode
         };
         st.attrs.mode = killed;
-        if before != after || killed != mode {
-            self.persist(ino, &mut st)?;
+        let changed = before != after || killed != mode;
+        match inline_row {
+            Some(row) if changed => self.persist_with(ino, &mut st, Some(&row))?,
+            Some(row) => self.vault.store().write(|tx| tx.inline_put(ino, &row))?,
+            None if changed => self.persist(ino, &mut st)?,
+            None => {}
         }
         Ok(data.len())
     }

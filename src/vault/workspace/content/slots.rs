@@ -16,8 +16,9 @@ use crate::ids::{BlockIndex, InodeId};
 use crate::store::blocks::{read_run, truncate_slots, write_slots};
 use crate::vault::workspace::Workspace;
 
-/// Where the slots of a file are now.
-enum Place {
+/// Where the slots of a file are now (valid while the caller holds the
+/// file's state lock and inode lock, and has not written them since).
+pub(in crate::vault::workspace) enum Place {
     /// In its block file (cached in the open state).
     File,
     /// Inline: these bytes, whole slots.
@@ -33,7 +34,11 @@ fn slot_offset(i: u64) -> Result<usize> {
 }
 
 impl Workspace {
-    fn place(&self, ino: InodeId, st: &mut OpenFile) -> Result<Place> {
+    pub(in crate::vault::workspace) fn place(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+    ) -> Result<Place> {
         if st.file.is_some() {
             return Ok(Place::File);
         }
@@ -60,7 +65,18 @@ impl Workspace {
         first: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
-        match self.place(ino, st)? {
+        let place = self.place(ino, st)?;
+        Self::read_placed(&place, st, first, buf)
+    }
+
+    /// [`Workspace::read_slots`] from a place the caller already looked up.
+    pub(in crate::vault::workspace) fn read_placed(
+        place: &Place,
+        st: &OpenFile,
+        first: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        match place {
             Place::File => match &st.file {
                 Some(f) => {
                     slot_offset(first)?;
@@ -88,8 +104,27 @@ impl Workspace {
         first: u64,
         data: &[u8],
     ) -> Result<()> {
+        let place = self.place(ino, st)?;
+        if let Some(row) = self.stage_slots(ino, st, place, first, data)? {
+            self.vault.store().write(|tx| tx.inline_put(ino, &row))?;
+        }
+        Ok(())
+    }
+
+    /// [`Workspace::write_slots`] from `place` (looked up under the locks
+    /// still held), except that new inline slots are not stored: they are
+    /// returned, whole row, for the caller to store (with the record, in one
+    /// transaction). Block-file writes and a spill are done here.
+    pub(in crate::vault::workspace) fn stage_slots(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        place: Place,
+        first: u64,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         let end = first.saturating_add((data.len() / SLOT) as u64);
-        let inline = match self.place(ino, st)? {
+        let inline = match place {
             Place::File => None,
             Place::Inline(b) => Some((b, true)),
             Place::Nothing => Some((Vec::new(), false)),
@@ -101,12 +136,11 @@ impl Workspace {
                     b.resize(at + data.len(), 0);
                 }
                 b[at..at + data.len()].copy_from_slice(data);
-                self.vault.store().write(|tx| tx.inline_put(ino, &b))?;
                 st.no_slots = false;
                 if !had_row {
                     st.fresh_inline = true;
                 }
-                return Ok(());
+                return Ok(Some(b));
             }
             // Spill: the block file gets the inline slots (replacing any
             // leftover of an interrupted spill), durably unless no fsync
@@ -132,7 +166,8 @@ impl Workspace {
             .file
             .as_ref()
             .ok_or_else(|| Error::new(ErrorKind::Internal, "block file missing"))?;
-        Ok(write_slots(f, BlockIndex(first), data)?)
+        write_slots(f, BlockIndex(first), data)?;
+        Ok(None)
     }
 
     /// Keep only the first `n` slots.
