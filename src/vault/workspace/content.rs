@@ -186,7 +186,7 @@ impl Workspace {
                 tx.inline_put(ino, row)?;
             }
             let access = self.access_tx(tx, circle)?;
-            Ok::<_, Error>((self.save_attrs_in(tx, &access, ino, &attrs)?, access))
+            Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
         })?;
         self.commit_for_others()?;
         st.seq = seq;
@@ -241,10 +241,8 @@ impl Workspace {
             let mut st = lock(&of)?;
             f(&mut st.attrs)?;
             let attrs = st.attrs.clone();
-            let access = st.access.clone();
-            self.vault
-                .store()
-                .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
+            let circle = st.access.row.id;
+            self.save_attrs_now(circle, ino, &attrs)?;
             return Ok(());
         }
         self.vault.store().write(|tx| {
@@ -255,7 +253,7 @@ impl Workspace {
             let a = self.access_tx(tx, a.row.id)?;
             let mut attrs = a.keys.open_attrs(&row)?;
             f(&mut attrs)?;
-            self.save_attrs_in(tx, &a, ino, &attrs)?;
+            self.save_attrs(tx, &a, ino, &attrs)?;
             Ok(())
         })
     }
@@ -401,10 +399,8 @@ impl Workspace {
             return Ok(());
         }
         let attrs = st.attrs.clone();
-        let access = st.access.clone();
-        self.vault
-            .store()
-            .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
+        let circle = st.access.row.id;
+        self.save_attrs_now(circle, ino, &attrs)?;
         st.dirty = false;
         if sync {
             self.vault.store().sync()?;
@@ -813,13 +809,11 @@ impl Workspace {
         st.attrs.mtime = now;
         st.attrs.ctime = now;
         let attrs = st.attrs.clone();
-        let access = st.access.clone();
+        let circle = st.access.row.id;
         // Truncation is a metadata change: persist it now, and only then cut
         // the block file, so a crash in between never leaves the record
         // pointing at blocks that are gone.
-        self.vault
-            .store()
-            .write(|tx| self.save_attrs(tx, &access, ino, &attrs))?;
+        self.save_attrs_now(circle, ino, &attrs)?;
         st.dirty = false;
         // Committed before the blocks go, and before the cross-process
         // lock is released (the next holder reads this record).

@@ -407,23 +407,20 @@ impl Workspace {
         Ok(Node { ino, attrs, nlink })
     }
 
-    /// Save an inode's attributes (sealed under the current epoch).
-    fn save_attrs(
-        &self,
-        tx: &Tx<'_>,
-        a: &CircleAccess,
-        ino: InodeId,
-        attrs: &Attrs,
-    ) -> Result<i64> {
-        // Sealed under the epoch current in this transaction, whatever `a`
-        // was loaded as (never under an epoch a revocation has retired).
-        let a = self.access_tx(tx, a.row.id)?;
-        self.save_attrs_in(tx, &a, ino, attrs)
+    /// Save the attributes of inode `ino` of `circle` in a write of its own,
+    /// under the circle's access as of that write.
+    fn save_attrs_now(&self, circle: CircleId, ino: InodeId, attrs: &Attrs) -> Result<i64> {
+        self.vault.store().write(|tx| {
+            let a = self.access_tx(tx, circle)?;
+            self.save_attrs(tx, &a, ino, attrs)
+        })
     }
 
-    /// [`Workspace::save_attrs`] with `a` read by `access_tx` in this same
-    /// transaction (so already current: not read again).
-    fn save_attrs_in(
+    /// Save an inode's attributes, sealed under the epoch of `a`, which the
+    /// caller read with `access_tx` in this same transaction: the epoch
+    /// current now, never one a revocation retired (callers holding an
+    /// access loaded earlier read it again first).
+    fn save_attrs(
         &self,
         tx: &Tx<'_>,
         a: &CircleAccess,

@@ -323,7 +323,7 @@ impl Workspace {
             tx.dirent_insert(&self.new_dirent(&a, parent, nm, ino)?)?;
             pattrs.mtime = now;
             pattrs.ctime = now;
-            self.save_attrs_in(tx, &a, parent, &pattrs)?;
+            self.save_attrs(tx, &a, parent, &pattrs)?;
             let nlink = if kind == Kind::Dir { 2 } else { 1 };
             let version = self.vault.store().version_in(tx)?;
             Ok((Node { ino, attrs, nlink }, a, seq, first_key, version))
@@ -378,7 +378,7 @@ impl Workspace {
             let now = Time::now();
             pattrs.mtime = now;
             pattrs.ctime = now;
-            self.save_attrs_in(tx, &a, parent, &pattrs)?;
+            self.save_attrs(tx, &a, parent, &pattrs)?;
             let remaining = tx.dirent_links(d.ino)?;
             if remaining == 0 && !self.is_open(d.ino)? {
                 tx.inode_delete(d.ino)?;
@@ -506,11 +506,11 @@ impl Workspace {
             let now = Time::now();
             pa.mtime = now;
             pa.ctime = now;
-            self.save_attrs_in(tx, &a, parent, &pa)?;
+            self.save_attrs(tx, &a, parent, &pa)?;
             if newparent != parent {
                 pb.mtime = now;
                 pb.ctime = now;
-                self.save_attrs_in(tx, &a, newparent, &pb)?;
+                self.save_attrs(tx, &a, newparent, &pb)?;
             }
             Ok((a.clone(), Some(src.ino), replaced))
         })?;
@@ -556,7 +556,7 @@ impl Workspace {
             let now = Time::now();
             pb.mtime = now;
             pb.ctime = now;
-            self.save_attrs_in(tx, &a, newparent, &pb)?;
+            self.save_attrs(tx, &a, newparent, &pb)?;
             Ok::<_, Error>(a)
         })?;
         self.touch_ctime(&a, ino)?;
