@@ -32,6 +32,9 @@
 #                     random file and 2 s runtimes, 1,000 small files, a
 #                     ~1,000-file tree, 1 run; with --scale: 256 MiB big file
 #   --no-crypto       skip `cargo bench --bench crypto -- block` (no ceiling line)
+#   --opstats         mount circlefs with -o opstats: each of its mounts writes
+#                     its per-request table (count, handling time, p50/p99)
+#                     to circlefs.opstats.K.md in the results directory
 #   --scale           the scale run instead of the peer comparison
 #   --scale-max N     largest file count of the scale run (default 100000);
 #                     the sequence is 1000, 10000, 100000 capped at N (N itself
@@ -74,6 +77,8 @@ OUTDIR=""
 FSLIST=""
 QUICK=0
 CRYPTO=1
+OPSTATS=0
+OPSTATS_N=0
 SCALE=0
 SCALE_MAX=100000
 BIG_SIZE=""
@@ -85,6 +90,7 @@ while [ $# -gt 0 ]; do
     --fs=*) FSLIST=${1#--fs=}; shift ;;
     --quick) QUICK=1; shift ;;
     --no-crypto) CRYPTO=0; shift ;;
+    --opstats) OPSTATS=1; shift ;;
     --scale) SCALE=1; shift ;;
     --scale-max) SCALE_MAX=${2:?--scale-max needs a value}; shift 2 ;;
     --scale-max=*) SCALE_MAX=${1#--scale-max=}; shift ;;
@@ -174,6 +180,10 @@ create_circlefs() {
 attach_circlefs() {
   local opts=()
   if [ -n "${CIRCLEFS_MOUNT_OPTS:-}" ]; then opts=(-o "$CIRCLEFS_MOUNT_OPTS"); fi
+  if [ "$OPSTATS" = 1 ]; then
+    OPSTATS_N=$((OPSTATS_N + 1))
+    opts+=(-o "opstats=$OUTDIR/circlefs.opstats.$OPSTATS_N.md")
+  fi
   "$BIN" mount "$1/store" "$2" --user admin --passphrase-file "$SECRETS/pass" \
     --log-file "$OUTDIR/circlefs.log" "${opts[@]}" > /dev/null
   BENCH_DIR=$2/bench
