@@ -401,6 +401,53 @@ fn inline_content_moves_to_a_block_file_when_it_grows() {
     assert_eq!(inline_rows(&t, g), 0, "the inline row goes with the inode");
 }
 
+/// Rows of `ino` in the inode, file-key and inline tables.
+fn inode_rows(t: &TempStore, ino: InodeId) -> i64 {
+    let c = Connection::open(t.db()).unwrap();
+    [
+        "inodes WHERE id",
+        "file_keys WHERE ino",
+        "inline_slots WHERE ino",
+    ]
+    .iter()
+    .map(|q| {
+        c.query_row(&format!("SELECT COUNT(*) FROM {q} = ?1"), [ino.0], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    })
+    .sum()
+}
+
+#[test]
+fn deleted_files_leave_no_rows_however_they_were_created() {
+    let (t, w, r1, _) = setup();
+    // As by mknod(2): created, never opened.
+    let made = w
+        .create_node(r1, b"made", 0o644, NewNode::File, ME)
+        .unwrap()
+        .ino;
+    // As by creat(2): created open, written, closed.
+    let opened = w.create_open(r1, b"opened", 0o644, ME).unwrap().ino;
+    assert_eq!(w.write(opened, 0, b"data").unwrap(), 4);
+    w.release(opened).unwrap();
+    assert_eq!(get(&w, opened).unwrap(), b"data");
+    for (name, ino) in [("made", made), ("opened", opened)] {
+        assert!(inode_rows(&t, ino) >= 2, "{name}: inode and key rows");
+        w.unlink(r1, name.as_bytes(), false).unwrap();
+        assert_eq!(inode_rows(&t, ino), 0, "{name}: deleted at unlink");
+    }
+    // create_open holds one handle: unlinked while open, the inode stays
+    // until that handle is released.
+    let held = w.create_open(r1, b"held", 0o644, ME).unwrap().ino;
+    w.write(held, 0, b"x").unwrap();
+    w.unlink(r1, b"held", false).unwrap();
+    assert!(inode_rows(&t, held) > 0, "still open");
+    assert_eq!(w.read(held, 0, 1).unwrap(), b"x");
+    w.release(held).unwrap();
+    assert_eq!(inode_rows(&t, held), 0, "deleted at the last release");
+}
+
 #[test]
 fn sparse_holes_are_not_stored_and_read_as_zeros() {
     let (t, w, r1, _) = setup();

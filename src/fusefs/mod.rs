@@ -948,7 +948,13 @@ impl Filesystem for CircleFs {
     ) {
         let _t = self.timed(Req::Create);
         let mode = libc::S_IFREG | (mode & 0o7777 & !umask);
-        let r = match self.create_in(req, parent, name, mode, NewNode::File) {
+        // Created and opened in one step (the new file's open state comes
+        // from the create).
+        let created = match store_ino(parent) {
+            Some(p) => self.ws.create_open(p, name.as_bytes(), mode, caller(req)),
+            None => self.create_in(req, parent, name, mode, NewNode::File),
+        };
+        let r = match created {
             // Another mount created it between the kernel's lookup and now:
             // without O_EXCL that is a plain open of the existing file.
             Err(e) if e.kind == ErrorKind::Conflict && flags & libc::O_EXCL == 0 => {
@@ -963,10 +969,7 @@ impl Filesystem for CircleFs {
                         self.ws.getattr(n.ino)
                     })
             }
-            other => other.and_then(|n| {
-                self.ws.open(n.ino, true, false)?;
-                Ok(n)
-            }),
+            other => other,
         };
         match r {
             Ok(n) => {

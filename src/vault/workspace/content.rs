@@ -304,8 +304,9 @@ impl Workspace {
         Ok(of)
     }
 
-    /// Start the open state of a regular file this workspace just created
-    /// (with the cipher of its first key generation).
+    /// Open a regular file this workspace just created (one handle), its
+    /// state taken from the create (with the cipher of its first key
+    /// generation).
     pub(super) fn adopt_created(
         &self,
         ino: InodeId,
@@ -315,21 +316,25 @@ impl Workspace {
     ) -> Result<()> {
         let mut ciphers = HashMap::new();
         ciphers.insert(c.keygen, (c.origin, Arc::new(Cipher::new(key))));
-        lock(&self.open)?.entry(ino).or_insert_with(|| {
-            Arc::new(Mutex::new(OpenFile {
-                access,
-                attrs: c.attrs,
-                dirty: false,
-                opens: 0,
-                unlinked: false,
-                file: None,
-                fresh_inline: false,
-                no_slots: true,
-                ciphers,
-                seq: c.seq,
-                validated: Some(c.version),
-            }))
-        });
+        let of = lock(&self.open)?
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(OpenFile {
+                    access,
+                    attrs: c.attrs,
+                    dirty: false,
+                    opens: 0,
+                    unlinked: false,
+                    file: None,
+                    fresh_inline: false,
+                    no_slots: true,
+                    ciphers,
+                    seq: c.seq,
+                    validated: Some(c.version),
+                }))
+            })
+            .clone();
+        lock(&of)?.opens += 1;
         Ok(())
     }
 

@@ -235,6 +235,32 @@ impl Workspace {
         what: NewNode,
         caller: Caller,
     ) -> Result<Node> {
+        self.create(parent, nm, mode, what, caller, false)
+    }
+
+    /// Create a regular file in `parent` and open it for writing (one open
+    /// handle, to be closed by `release`), as creat(2) and open(O_CREAT)
+    /// do: its open state starts from what the create wrote, so the open
+    /// and the first write read neither its record nor its key back.
+    pub fn create_open(
+        &self,
+        parent: InodeId,
+        nm: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Node> {
+        self.create(parent, nm, mode, NewNode::File, caller, true)
+    }
+
+    fn create(
+        &self,
+        parent: InodeId,
+        nm: &[u8],
+        mode: u32,
+        what: NewNode,
+        caller: Caller,
+        open: bool,
+    ) -> Result<Node> {
         name::check_file_name(nm)?;
         if let NewNode::Symlink(t) = &what
             && (t.is_empty() || t.len() > name::MAX_SYMLINK || t.contains(&0))
@@ -328,9 +354,7 @@ impl Workspace {
             let version = self.vault.store().version_in(tx)?;
             Ok((Node { ino, attrs, nlink }, a, seq, first_key, version))
         })?;
-        // The new file's open state starts from what was just written: its
-        // open and first write read neither its record nor its key back.
-        if let Some((g, e, key)) = first_key {
+        if let Some((g, e, key)) = first_key.filter(|_| open) {
             let fresh = super::content::Created {
                 attrs: node.attrs.clone(),
                 seq,
