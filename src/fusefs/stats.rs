@@ -75,6 +75,9 @@ const NAMES: [&str; 31] = [
     "FALLOCATE",
 ];
 
+// One name per request kind, in the enum's order.
+const _: () = assert!(NAMES.len() == Req::Fallocate as usize + 1);
+
 /// Histogram buckets: log-linear in µs, four per power of two (about 19 %
 /// wide), up to 2^21 µs; longer times land in the last one.
 const BUCKETS: usize = 84;

@@ -69,6 +69,24 @@ impl std::fmt::Debug for OpenFile {
 }
 
 impl OpenFile {
+    /// The state of a file loaded from its record (change counter `seq`):
+    /// no handle, nothing cached, not yet validated.
+    fn loaded(access: Arc<CircleAccess>, attrs: Attrs, seq: i64) -> OpenFile {
+        OpenFile {
+            access,
+            attrs,
+            dirty: false,
+            opens: 0,
+            unlinked: false,
+            file: None,
+            fresh_inline: false,
+            no_slots: false,
+            ciphers: HashMap::new(),
+            seq,
+            validated: None,
+        }
+    }
+
     /// Circle access of this file.
     pub(super) fn access(&self) -> &Arc<CircleAccess> {
         &self.access
@@ -285,21 +303,7 @@ impl Workspace {
         let mut map = lock(&self.open)?;
         let of = map
             .entry(ino)
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(OpenFile {
-                    access,
-                    attrs,
-                    dirty: false,
-                    opens: 0,
-                    unlinked: false,
-                    file: None,
-                    fresh_inline: false,
-                    no_slots: false,
-                    ciphers: HashMap::new(),
-                    seq,
-                    validated: None,
-                }))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(OpenFile::loaded(access, attrs, seq))))
             .clone();
         Ok(of)
     }
@@ -314,24 +318,15 @@ impl Workspace {
         c: Created,
         key: &Key32,
     ) -> Result<()> {
-        let mut ciphers = HashMap::new();
-        ciphers.insert(c.keygen, (c.origin, Arc::new(Cipher::new(key))));
+        let cipher = Arc::new(Cipher::new(key));
         let of = lock(&self.open)?
             .entry(ino)
             .or_insert_with(|| {
-                Arc::new(Mutex::new(OpenFile {
-                    access,
-                    attrs: c.attrs,
-                    dirty: false,
-                    opens: 0,
-                    unlinked: false,
-                    file: None,
-                    fresh_inline: false,
-                    no_slots: true,
-                    ciphers,
-                    seq: c.seq,
-                    validated: Some(c.version),
-                }))
+                let mut st = OpenFile::loaded(access, c.attrs, c.seq);
+                st.no_slots = true;
+                st.ciphers.insert(c.keygen, (c.origin, cipher));
+                st.validated = Some(c.version);
+                Arc::new(Mutex::new(st))
             })
             .clone();
         lock(&of)?.opens += 1;
@@ -748,12 +743,10 @@ impl Workspace {
             mode
         };
         st.attrs.mode = killed;
-        let changed = before != after || killed != mode;
-        match inline_row {
-            Some(row) if changed => self.persist_with(ino, &mut st, Some(&row))?,
-            Some(row) => self.vault.store().write(|tx| tx.inline_put(ino, &row))?,
-            None if changed => self.persist(ino, &mut st)?,
-            None => {}
+        if before != after || killed != mode {
+            self.persist_with(ino, &mut st, inline_row.as_deref())?;
+        } else if let Some(row) = inline_row {
+            self.vault.store().write(|tx| tx.inline_put(ino, &row))?;
         }
         Ok(data.len())
     }

@@ -78,10 +78,7 @@ impl Workspace {
     ) -> Result<usize> {
         match place {
             Place::File => match &st.file {
-                Some(f) => {
-                    slot_offset(first)?;
-                    Ok(read_run(f, BlockIndex(first), buf)?)
-                }
+                Some(f) => Ok(read_run(f, BlockIndex(first), buf)?),
                 None => Ok(0),
             },
             Place::Inline(b) => {
