@@ -7,6 +7,7 @@ mod util;
 
 use std::sync::Arc;
 
+use circlefs::format::attrs::Time;
 use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
 use circlefs::vault::workspace::{Caller, Change, NewNode, RenameMode, SetAttr, Workspace};
@@ -26,16 +27,7 @@ fn has_name(got: &[Change], parent: InodeId, name: &[u8], ino: InodeId) -> bool 
 #[test]
 fn another_workspace_sees_changes_and_removed_names() {
     let t = TempStore::new();
-    t.user("alice");
-    t.user("bob");
-    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
-    // Two connections, as two mount processes have.
-    let wa = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
-    let vb = Arc::new(Vault::open(&t.store()).unwrap());
-    let bob = Arc::new(vb.unlock("bob", &util::pass("bob-pw")).unwrap());
-    let wb = Workspace::new(vb, bob, false).unwrap();
-    let root = wa.circles().unwrap()[0].root;
+    let (wa, wb, root) = pair(&t);
     assert!(wb.take_changes().unwrap().is_empty());
 
     let f = wa
@@ -61,4 +53,110 @@ fn another_workspace_sees_changes_and_removed_names() {
     wb.unlink(root, b"new name", false).unwrap();
     let got = wa.take_changes().unwrap();
     assert!(has_name(&got, root, b"new name", f.ino), "{got:?}");
+}
+
+/// Two workspaces of one store on two connections (alice's and bob's), a
+/// circle both are trustees of, and its root.
+/// Two connections, as two mount processes have.
+fn pair(t: &TempStore) -> (Workspace, Workspace, InodeId) {
+    let (wa, root) = alice_alone(t);
+    (wa, bob_workspace(t), root)
+}
+
+/// Alice's workspace (the only mount) of circle `s`, which bob is a
+/// trustee of too, and the circle's root.
+fn alice_alone(t: &TempStore) -> (Workspace, InodeId) {
+    t.user("alice");
+    t.user("bob");
+    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
+    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
+    let wa = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
+    let root = wa.circles().unwrap()[0].root;
+    (wa, root)
+}
+
+/// Bob's workspace, on a connection of its own.
+fn bob_workspace(t: &TempStore) -> Workspace {
+    let vb = Arc::new(Vault::open(&t.store()).unwrap());
+    let bob = Arc::new(vb.unlock("bob", &util::pass("bob-pw")).unwrap());
+    Workspace::new(vb, bob, false).unwrap()
+}
+
+#[test]
+fn an_open_after_a_quiet_poll_still_sees_another_workspaces_change() {
+    let t = TempStore::new();
+    let (wa, wb, root) = pair(&t);
+    let f = wa
+        .create_node(root, b"f", 0o644, NewNode::File, ME)
+        .unwrap();
+    // Bob's poll reads everything: nothing changed elsewhere since.
+    wb.take_changes().unwrap();
+    assert!(!wb.changed_elsewhere(f.ino).unwrap());
+    // Alice writes; bob has not polled yet, and his open must still know.
+    wa.open(f.ino, true, false).unwrap();
+    wa.write(f.ino, 0, b"news").unwrap();
+    wa.release(f.ino).unwrap();
+    assert!(wb.changed_elsewhere(f.ino).unwrap());
+    // Polled (and so invalidated): no longer reported.
+    assert!(wb.take_changes().unwrap().contains(&Change::Attrs(f.ino)));
+    assert!(!wb.changed_elsewhere(f.ino).unwrap());
+}
+
+#[test]
+fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
+    let t = TempStore::new();
+    let (wa, root) = alice_alone(&t);
+    let f = wa
+        .create_node(root, b"f", 0o600, NewNode::File, ME)
+        .unwrap();
+    wa.open(f.ino, true, false).unwrap();
+    let old = Time {
+        sec: 1_000,
+        nsec: 5,
+    };
+    let times = SetAttr {
+        mtime: Some(old),
+        ..SetAttr::default()
+    };
+    let n = wa.setattr(f.ino, &times, ME).unwrap();
+    assert_eq!(n.attrs.mtime, old, "the reply carries the new time");
+    assert_eq!(wa.getattr(f.ino).unwrap().attrs.mtime, old);
+    // A store reader that joins now sees the record as saved: the times
+    // wait for the close.
+    let wb = bob_workspace(&t);
+    assert_ne!(wb.getattr(f.ino).unwrap().attrs.mtime, old);
+    wa.flush(f.ino).unwrap();
+    assert_eq!(wb.getattr(f.ino).unwrap().attrs.mtime, old);
+    // With another mount present, a change of times is saved at once.
+    let newer = Time {
+        sec: 2_000,
+        nsec: 0,
+    };
+    let times = SetAttr {
+        mtime: Some(newer),
+        ..SetAttr::default()
+    };
+    wa.setattr(f.ino, &times, ME).unwrap();
+    assert_eq!(wb.getattr(f.ino).unwrap().attrs.mtime, newer);
+    wa.release(f.ino).unwrap();
+    drop(wb);
+
+    // Alone again: a mode change of an open file is saved at once, with
+    // the times set before it.
+    wa.open(f.ino, true, false).unwrap();
+    let times = SetAttr {
+        mtime: Some(old),
+        ..SetAttr::default()
+    };
+    wa.setattr(f.ino, &times, ME).unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o640),
+        ..SetAttr::default()
+    };
+    wa.setattr(f.ino, &chmod, ME).unwrap();
+    let wb = bob_workspace(&t);
+    let seen = wb.getattr(f.ino).unwrap().attrs;
+    assert_eq!(seen.mode & 0o7777, 0o640);
+    assert_eq!(seen.mtime, old);
+    wa.release(f.ino).unwrap();
 }

@@ -63,6 +63,20 @@ impl std::ops::Deref for Conn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreVersion(i64, u64);
 
+impl StoreVersion {
+    /// No other connection committed between `self` and `later`.
+    pub fn no_foreign_commit_until(&self, later: &StoreVersion) -> bool {
+        self.0 == later.0
+    }
+
+    /// `later` is `self` plus exactly one write through this connection
+    /// and no other connection's commit: what held at `self`, changed by
+    /// that one write, holds at `later`.
+    pub fn followed_by_one_write(&self, later: &StoreVersion) -> bool {
+        self.0 == later.0 && later.1 == self.1.wrapping_add(1)
+    }
+}
+
 /// An open store: one SQLite connection plus the block directory.
 pub struct Store {
     conn: Mutex<Conn>,
@@ -280,9 +294,10 @@ impl Store {
         self.version_of(&conn.c)
     }
 
-    /// The version inside write transaction `tx`: what `tx` has read holds
-    /// at that version once `tx`'s write returns (no other connection
-    /// commits while it holds the write lock).
+    /// The version inside transaction `tx`: what `tx` has read holds at
+    /// that version (a read transaction reads one snapshot; a write
+    /// transaction's reads hold once its write returns, as no other
+    /// connection commits while it holds the write lock).
     pub fn version_in(&self, tx: &Tx<'_>) -> Result<StoreVersion, StoreError> {
         self.version_of(tx.c)
     }
@@ -535,5 +550,40 @@ mod tests {
         let v2 = a.version().unwrap();
         assert_ne!(v2, v1, "another connection's commit");
         assert_eq!(a.version().unwrap(), v2);
+    }
+
+    #[test]
+    fn one_own_write_and_foreign_commits_are_told_apart() {
+        let (_dir, _root, a, b) = two_connections();
+        let v0 = a.version().unwrap();
+        // The version inside a write is the one after it.
+        let v1 = a
+            .write(|tx| {
+                tx.meta_set("x", "1")?;
+                a.version_in(tx)
+            })
+            .unwrap();
+        assert_eq!(a.version().unwrap(), v1);
+        assert!(v0.followed_by_one_write(&v1));
+        assert!(v0.no_foreign_commit_until(&v1));
+        a.write(|tx| tx.meta_set("x", "2")).unwrap();
+        let v2 = a.version().unwrap();
+        assert!(!v0.followed_by_one_write(&v2), "two writes");
+        assert!(v1.followed_by_one_write(&v2));
+        b.write(|tx| tx.meta_set("y", "1")).unwrap();
+        let v3 = a
+            .write(|tx| {
+                tx.meta_set("x", "3")?;
+                a.version_in(tx)
+            })
+            .unwrap();
+        assert!(
+            !v2.followed_by_one_write(&v3),
+            "another connection committed"
+        );
+        assert!(!v2.no_foreign_commit_until(&v3));
+        // A read transaction's version is that of what it read.
+        let v4 = a.read(|tx| a.version_in(tx)).unwrap();
+        assert_eq!(v4, v3);
     }
 }

@@ -197,20 +197,50 @@ impl Workspace {
     /// [`Workspace::persist`], storing `inline` as the file's inline slots
     /// in the same transaction.
     fn persist_with(&self, ino: InodeId, st: &mut OpenFile, inline: Option<&[u8]>) -> Result<()> {
+        self.save_state(ino, st, inline)?;
+        self.commit_for_others()
+    }
+
+    /// Save the state's attributes (and `inline` as the inline slots) in
+    /// one write, under the circle's access as of that write; the state
+    /// then holds what the store holds.
+    fn save_state(&self, ino: InodeId, st: &mut OpenFile, inline: Option<&[u8]>) -> Result<()> {
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
-        let (seq, access) = self.vault.store().write(|tx| {
+        let (seq, access) = self.write_own(st, |tx| {
             if let Some(row) = inline {
                 tx.inline_put(ino, row)?;
             }
             let access = self.access_tx(tx, circle)?;
-            Ok::<_, Error>((self.save_attrs(tx, &access, ino, &attrs)?, access))
+            Ok((self.save_attrs(tx, &access, ino, &attrs)?, access))
         })?;
-        self.commit_for_others()?;
         st.seq = seq;
         st.access = access;
         st.dirty = false;
         Ok(())
+    }
+
+    /// Run `f` as one write made for an open file's state (whose lock the
+    /// caller holds). When nothing but this write happened since the
+    /// state was last validated, it stays validated at the version after
+    /// it: the caller makes the state hold what the write stored.
+    fn write_own<T>(
+        &self,
+        st: &mut OpenFile,
+        f: impl FnOnce(&crate::store::Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let store = self.vault.store();
+        let (v, after) = store.write(|tx| {
+            let v = f(tx)?;
+            Ok::<_, Error>((v, store.version_in(tx)?))
+        })?;
+        if st
+            .validated
+            .is_some_and(|b| b.followed_by_one_write(&after))
+        {
+            st.validated = Some(after);
+        }
+        Ok(v)
     }
 
     /// Exclusive lock on the inode across processes (several mounts of
@@ -276,6 +306,41 @@ impl Workspace {
         })
     }
 
+    /// Change the attributes of an open file through its state (None: no
+    /// handle is open). A change of times only (a chown or chmod to what
+    /// the file has changes its ctime only) waits for the flush, as a
+    /// write's times do, while no other mount is present; any other change
+    /// is saved at once.
+    pub(super) fn set_open_attrs(
+        &self,
+        ino: InodeId,
+        f: impl FnOnce(&mut Attrs) -> Result<()>,
+    ) -> Result<Option<super::Node>> {
+        let Some(of) = lock(&self.open)?.get(&ino).cloned() else {
+            return Ok(None);
+        };
+        let mut st = lock(&of)?;
+        if st.opens == 0 || st.attrs.kind != Kind::File {
+            return Ok(None);
+        }
+        self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
+        let owner = |a: &Attrs| (a.mode, a.uid, a.gid);
+        let before = owner(&st.attrs);
+        f(&mut st.attrs)?;
+        if owner(&st.attrs) == before && !self.mount_lock.others_present() {
+            st.dirty = true;
+        } else {
+            self.save_state(ino, &mut st, None)?;
+        }
+        let attrs = st.attrs.clone();
+        drop(st);
+        let nlink = self
+            .vault
+            .store()
+            .read(|tx| Self::nlink(tx, ino, attrs.kind, false))?;
+        Ok(Some(super::Node { ino, attrs, nlink }))
+    }
+
     /// Open a file (or directory); `write` checks the write level.
     pub fn open(&self, ino: InodeId, write: bool, truncate: bool) -> Result<()> {
         let of = self.get_or_load(ino)?;
@@ -296,14 +361,35 @@ impl Workspace {
         if let Some(f) = lock(&self.open)?.get(&ino) {
             return Ok(f.clone());
         }
-        let (attrs, access, seq) = self.vault.store().read(|tx| {
+        // Record, access and the current generation's key from one
+        // snapshot, whose version makes the state validated: the open and
+        // first read that follow read nothing again unless the store moved.
+        let store = self.vault.store();
+        let (attrs, access, seq, key, version) = store.read(|tx| {
             let (row, a) = self.row(tx, ino)?;
-            Ok::<_, Error>((a.keys.open_attrs(&row)?, a, row.seq))
+            let attrs = a.keys.open_attrs(&row)?;
+            let key = match attrs.keygen {
+                KeyGen(0) => None,
+                g => tx.file_key_get(ino, g)?.map(|k| (g, k)),
+            };
+            let seq = row.seq;
+            Ok::<_, Error>((attrs, a, seq, key, store.version_in(tx)?))
         })?;
+        let cipher = match key {
+            Some((g, k)) => Some((g, Self::unwrap_file_key(&access, ino, g, &k)?)),
+            None => None,
+        };
         let mut map = lock(&self.open)?;
         let of = map
             .entry(ino)
-            .or_insert_with(|| Arc::new(Mutex::new(OpenFile::loaded(access, attrs, seq))))
+            .or_insert_with(|| {
+                let mut st = OpenFile::loaded(access, attrs, seq);
+                st.validated = Some(version);
+                if let Some((g, c)) = cipher {
+                    st.ciphers.insert(g, c);
+                }
+                Arc::new(Mutex::new(st))
+            })
             .clone();
         Ok(of)
     }
@@ -398,10 +484,7 @@ impl Workspace {
             }
             return Ok(());
         }
-        let attrs = st.attrs.clone();
-        let circle = st.access.row.id;
-        self.save_attrs_now(circle, ino, &attrs)?;
-        st.dirty = false;
+        self.save_state(ino, &mut st, None)?;
         if sync {
             self.vault.store().sync()?;
         }
@@ -449,22 +532,32 @@ impl Workspace {
                 Ok::<_, Error>((k, self.access_tx(tx, circle)?))
             })?;
             st.access = access;
-            let ek = st.access.keys.epoch(k.epoch)?;
-            let raw = ek.file_wrap.open(
-                &aad::file_key(st.access.row.id, ino, g, k.epoch, k.origin),
-                &k.wrapped,
-                "file key",
-            )?;
-            let key = Key32::from_slice(&raw)?;
-            let mut raw = raw;
-            zeroize::Zeroize::zeroize(&mut raw);
-            st.ciphers
-                .insert(g, (k.origin, Arc::new(Cipher::new(&key))));
+            let c = Self::unwrap_file_key(&st.access, ino, g, &k)?;
+            st.ciphers.insert(g, c);
         }
         st.ciphers
             .get(&g)
             .map(|(_, c)| &**c)
             .ok_or_else(|| Error::new(ErrorKind::Internal, "cipher cache"))
+    }
+
+    /// The cipher of file key row `k` (generation `g` of `ino`), with the
+    /// epoch that key was created in; `access` was read with the row.
+    fn unwrap_file_key(
+        access: &CircleAccess,
+        ino: InodeId,
+        g: KeyGen,
+        k: &crate::store::files::FileKeyRow,
+    ) -> Result<(Epoch, Arc<Cipher>)> {
+        let ek = access.keys.epoch(k.epoch)?;
+        let mut raw = ek.file_wrap.open(
+            &aad::file_key(access.row.id, ino, g, k.epoch, k.origin),
+            &k.wrapped,
+            "file key",
+        )?;
+        let key = Key32::from_slice(&raw);
+        zeroize::Zeroize::zeroize(&mut raw);
+        Ok((k.origin, Arc::new(Cipher::new(&key?))))
     }
 
     /// Make sure the file's current generation was created in the circle's
@@ -746,7 +839,7 @@ impl Workspace {
         if before != after || killed != mode {
             self.persist_with(ino, &mut st, inline_row.as_deref())?;
         } else if let Some(row) = inline_row {
-            self.vault.store().write(|tx| tx.inline_put(ino, &row))?;
+            self.write_own(&mut st, |tx| Ok(tx.inline_put(ino, &row)?))?;
         }
         Ok(data.len())
     }

@@ -44,6 +44,10 @@ pub(super) struct FeedState {
     pub last: i64,
     /// When the feed was last pruned.
     pub pruned: Option<Instant>,
+    /// The store version of the last read that left nothing unread: while
+    /// no other connection has committed since, no other mount changed
+    /// anything that read did not see.
+    pub quiet: Option<crate::store::StoreVersion>,
 }
 
 impl Workspace {
@@ -56,6 +60,7 @@ impl Workspace {
             origin,
             last,
             pruned: None,
+            quiet: None,
         };
         Ok(())
     }
@@ -65,14 +70,17 @@ impl Workspace {
     /// it for close-to-open: only then are the kernel's attributes and pages
     /// of the file dropped.
     pub fn changed_elsewhere(&self, ino: InodeId) -> Result<bool> {
-        let (last, origin) = {
+        let (last, origin, quiet) = {
             let f = lock(&self.feed)?;
-            (f.last, f.origin)
+            (f.last, f.origin, f.quiet)
         };
-        Ok(self
-            .vault
-            .store()
-            .read(|tx| tx.changed_since(last, ino, origin))?)
+        let store = self.vault.store();
+        if let Some(q) = quiet
+            && q.no_foreign_commit_until(&store.version()?)
+        {
+            return Ok(false);
+        }
+        Ok(store.read(|tx| tx.changed_since(last, ino, origin))?)
     }
 
     /// Changes other mounts made since the last call. A changed name of a
@@ -80,13 +88,18 @@ impl Workspace {
     /// as a change of the directory's attributes only.
     pub fn take_changes(&self) -> Result<Vec<Change>> {
         let mut feed = lock(&self.feed)?;
-        let (latest, rows) = self.vault.store().read(|tx| {
+        let store = self.vault.store();
+        let (latest, rows, version) = store.read(|tx| {
             let latest = tx.changes_latest()?;
-            Ok::<_, Error>((latest, tx.changes_since(feed.last, feed.origin, BATCH)?))
+            let rows = tx.changes_since(feed.last, feed.origin, BATCH)?;
+            Ok::<_, Error>((latest, rows, store.version_in(tx)?))
         })?;
         // Past our own rows too, unless the batch was cut short.
         if rows.len() < BATCH {
             feed.last = feed.last.max(latest);
+            feed.quiet = Some(version);
+        } else {
+            feed.quiet = None;
         }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {

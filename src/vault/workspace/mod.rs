@@ -135,6 +135,7 @@ impl Workspace {
                 origin: 0,
                 last: 0,
                 pruned: None,
+                quiet: None,
             }),
             read_only,
             mount_lock: lock_guard,

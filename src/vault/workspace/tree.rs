@@ -589,47 +589,69 @@ impl Workspace {
 
     /// Change attributes (size changes go through the content layer).
     pub fn setattr(&self, ino: InodeId, s: &SetAttr, caller: Caller) -> Result<Node> {
-        let a = self
-            .vault
-            .store()
-            .read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
-        self.check(&a, Op::WriteFiles)?;
-        if let Some(size) = s.size {
-            self.truncate(ino, size)?;
-        }
         let meta = s.mode.is_some()
             || s.uid.is_some()
             || s.gid.is_some()
             || s.atime.is_some()
             || s.mtime.is_some()
             || s.ctime.is_some();
+        let mut truncated = false;
+        if self.is_open(ino)? {
+            // Through the open state, which knows the access: the
+            // truncation and the change check it themselves.
+            if let Some(size) = s.size {
+                self.truncate(ino, size)?;
+                truncated = true;
+            }
+            if !meta {
+                return self.getattr(ino);
+            }
+            if let Some(n) = self.set_open_attrs(ino, |at| {
+                apply_setattr(at, s, caller);
+                Ok(())
+            })? {
+                return Ok(n);
+            }
+        }
+        let a = self
+            .vault
+            .store()
+            .read(|tx| Ok::<_, Error>(self.row(tx, ino)?.1))?;
+        self.check(&a, Op::WriteFiles)?;
+        if let Some(size) = s.size.filter(|_| !truncated) {
+            self.truncate(ino, size)?;
+        }
         if meta {
             self.update_attrs(&a, ino, |at| {
-                let now = Time::now();
-                if let Some(m) = s.mode {
-                    at.mode = (at.mode & libc::S_IFMT) | (m & 0o7777);
-                }
-                let owner_change =
-                    s.uid.is_some_and(|u| u != at.uid) || s.gid.is_some_and(|g| g != at.gid);
-                if let Some(u) = s.uid {
-                    at.uid = u;
-                }
-                if let Some(g) = s.gid {
-                    at.gid = g;
-                }
-                if owner_change && caller.uid != 0 && at.kind != Kind::Dir {
-                    at.mode &= !(libc::S_ISUID | libc::S_ISGID);
-                }
-                if let Some(t) = s.atime {
-                    at.atime = t;
-                }
-                if let Some(t) = s.mtime {
-                    at.mtime = t;
-                }
-                at.ctime = s.ctime.unwrap_or(now);
+                apply_setattr(at, s, caller);
                 Ok(())
             })?;
         }
         self.getattr(ino)
     }
+}
+
+/// Apply the non-size changes of `s` by `caller` to `at` (ctime: given, or now).
+fn apply_setattr(at: &mut Attrs, s: &SetAttr, caller: Caller) {
+    let now = Time::now();
+    if let Some(m) = s.mode {
+        at.mode = (at.mode & libc::S_IFMT) | (m & 0o7777);
+    }
+    let owner_change = s.uid.is_some_and(|u| u != at.uid) || s.gid.is_some_and(|g| g != at.gid);
+    if let Some(u) = s.uid {
+        at.uid = u;
+    }
+    if let Some(g) = s.gid {
+        at.gid = g;
+    }
+    if owner_change && caller.uid != 0 && at.kind != Kind::Dir {
+        at.mode &= !(libc::S_ISUID | libc::S_ISGID);
+    }
+    if let Some(t) = s.atime {
+        at.atime = t;
+    }
+    if let Some(t) = s.mtime {
+        at.mtime = t;
+    }
+    at.ctime = s.ctime.unwrap_or(now);
 }
