@@ -75,6 +75,14 @@ fn alice_alone(t: &TempStore) -> (Workspace, InodeId) {
     (wa, root)
 }
 
+/// A change of the modification time alone.
+fn set_mtime(t: Time) -> SetAttr {
+    SetAttr {
+        mtime: Some(t),
+        ..SetAttr::default()
+    }
+}
+
 /// Bob's workspace, on a connection of its own.
 fn bob_workspace(t: &TempStore) -> Workspace {
     let vb = Arc::new(Vault::open(&t.store()).unwrap());
@@ -114,11 +122,7 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
         sec: 1_000,
         nsec: 5,
     };
-    let times = SetAttr {
-        mtime: Some(old),
-        ..SetAttr::default()
-    };
-    let n = wa.setattr(f.ino, &times, ME).unwrap();
+    let n = wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
     assert_eq!(n.attrs.mtime, old, "the reply carries the new time");
     assert_eq!(wa.getattr(f.ino).unwrap().attrs.mtime, old);
     // A store reader that joins now sees the record as saved: the times
@@ -132,11 +136,7 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
         sec: 2_000,
         nsec: 0,
     };
-    let times = SetAttr {
-        mtime: Some(newer),
-        ..SetAttr::default()
-    };
-    wa.setattr(f.ino, &times, ME).unwrap();
+    wa.setattr(f.ino, &set_mtime(newer), ME).unwrap();
     assert_eq!(wb.getattr(f.ino).unwrap().attrs.mtime, newer);
     wa.release(f.ino).unwrap();
     drop(wb);
@@ -144,11 +144,7 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
     // Alone again: a mode change of an open file is saved at once, with
     // the times set before it.
     wa.open(f.ino, true, false).unwrap();
-    let times = SetAttr {
-        mtime: Some(old),
-        ..SetAttr::default()
-    };
-    wa.setattr(f.ino, &times, ME).unwrap();
+    wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
     let chmod = SetAttr {
         mode: Some(0o640),
         ..SetAttr::default()
