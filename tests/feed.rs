@@ -156,3 +156,30 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
     assert_eq!(seen.mtime, old);
     wa.release(f.ino).unwrap();
 }
+
+#[test]
+fn unsaved_times_of_an_open_file_do_not_undo_another_mounts_change() {
+    let t = TempStore::new();
+    let (wa, root) = alice_alone(&t);
+    let f = wa
+        .create_node(root, b"f", 0o600, NewNode::File, ME)
+        .unwrap();
+    wa.open(f.ino, true, false).unwrap();
+    let old = Time {
+        sec: 1_000,
+        nsec: 0,
+    };
+    wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
+    // Bob's mount joins and changes the mode while alice's times wait.
+    let wb = bob_workspace(&t);
+    let chmod = SetAttr {
+        mode: Some(0o640),
+        ..SetAttr::default()
+    };
+    wb.setattr(f.ino, &chmod, ME).unwrap();
+    // Alice's close saves her times over bob's record, not her old one.
+    wa.release(f.ino).unwrap();
+    let seen = wb.getattr(f.ino).unwrap().attrs;
+    assert_eq!(seen.mode & 0o7777, 0o640, "bob's mode is kept");
+    assert_eq!(seen.mtime, old, "alice's time is saved");
+}

@@ -51,6 +51,9 @@ pub struct OpenFile {
     no_slots: bool,
     /// Ciphers by key generation, with the epoch each key was created in.
     ciphers: HashMap<KeyGen, (Epoch, Arc<Cipher>)>,
+    /// Times were set explicitly (utimensat) and wait for the flush with
+    /// `dirty`: a reload keeps them, newer or not.
+    times_set: bool,
     /// Change counter of the record this state was loaded from or last wrote.
     seq: i64,
     /// The store version at the last full revalidation (access and record
@@ -82,6 +85,7 @@ impl OpenFile {
             fresh_inline: false,
             no_slots: false,
             ciphers: HashMap::new(),
+            times_set: false,
             seq,
             validated: None,
         }
@@ -177,6 +181,11 @@ impl Workspace {
                     fresh.mtime = fresh.mtime.max(st.attrs.mtime);
                     fresh.ctime = fresh.ctime.max(st.attrs.ctime);
                 }
+                if st.dirty && st.times_set {
+                    // Times set explicitly here and not saved yet win.
+                    fresh.atime = st.attrs.atime;
+                    fresh.mtime = st.attrs.mtime;
+                }
                 st.attrs = fresh;
                 st.seq = row.seq;
                 st.no_slots = false;
@@ -217,6 +226,7 @@ impl Workspace {
         st.seq = seq;
         st.access = access;
         st.dirty = false;
+        st.times_set = false;
         Ok(())
     }
 
@@ -288,10 +298,7 @@ impl Workspace {
         if let Some(of) = open {
             let mut st = lock(&of)?;
             f(&mut st.attrs)?;
-            let attrs = st.attrs.clone();
-            let circle = st.access.row.id;
-            self.save_attrs_now(circle, ino, &attrs)?;
-            return Ok(());
+            return self.save_state(ino, &mut st, None);
         }
         self.vault.store().write(|tx| {
             let row = tx
@@ -325,9 +332,11 @@ impl Workspace {
         }
         self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let owner = |a: &Attrs| (a.mode, a.uid, a.gid);
-        let before = owner(&st.attrs);
+        let times = |a: &Attrs| (a.atime, a.mtime);
+        let before = (owner(&st.attrs), times(&st.attrs));
         f(&mut st.attrs)?;
-        if owner(&st.attrs) == before && !self.mount_lock.others_present() {
+        if owner(&st.attrs) == before.0 && !self.mount_lock.others_present() {
+            st.times_set |= times(&st.attrs) != before.1;
             st.dirty = true;
         } else {
             self.save_state(ino, &mut st, None)?;
@@ -479,11 +488,15 @@ impl Workspace {
         }
         if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
             st.dirty = false;
+            st.times_set = false;
             if sync {
                 self.vault.store().sync()?;
             }
             return Ok(());
         }
+        // What another mount changed since (an owner, a mode) is kept:
+        // only the times this state holds unsaved go over it.
+        self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         self.save_state(ino, &mut st, None)?;
         if sync {
             self.vault.store().sync()?;
@@ -899,13 +912,10 @@ impl Workspace {
         st.attrs.size = size;
         st.attrs.mtime = now;
         st.attrs.ctime = now;
-        let attrs = st.attrs.clone();
-        let circle = st.access.row.id;
         // Truncation is a metadata change: persist it now, and only then cut
         // the block file, so a crash in between never leaves the record
         // pointing at blocks that are gone.
-        self.save_attrs_now(circle, ino, &attrs)?;
-        st.dirty = false;
+        self.save_state(ino, &mut st, None)?;
         // Committed before the blocks go, and before the cross-process
         // lock is released (the next holder reads this record).
         self.vault.store().commit_pending()?;

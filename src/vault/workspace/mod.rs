@@ -408,15 +408,6 @@ impl Workspace {
         Ok(Node { ino, attrs, nlink })
     }
 
-    /// Save the attributes of inode `ino` of `circle` in a write of its own,
-    /// under the circle's access as of that write.
-    fn save_attrs_now(&self, circle: CircleId, ino: InodeId, attrs: &Attrs) -> Result<i64> {
-        self.vault.store().write(|tx| {
-            let a = self.access_tx(tx, circle)?;
-            self.save_attrs(tx, &a, ino, attrs)
-        })
-    }
-
     /// Save an inode's attributes, sealed under the epoch of `a`, which the
     /// caller read with `access_tx` in this same transaction: the epoch
     /// current now, never one a revocation retired (callers holding an
