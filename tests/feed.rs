@@ -1,6 +1,7 @@
 //! The inode change feed below FUSE: what one mount's workspace changes,
 //! another (on its own connection) is told, with removed names opened; its
-//! own changes and re-seals are not reported; old rows are pruned.
+//! own changes and re-seals are not reported; old rows are pruned. Also
+//! what an open file's state saves, and when, as another mount sees it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod util;
@@ -182,4 +183,33 @@ fn unsaved_times_of_an_open_file_do_not_undo_another_mounts_change() {
     let seen = wb.getattr(f.ino).unwrap().attrs;
     assert_eq!(seen.mode & 0o7777, 0o640, "bob's mode is kept");
     assert_eq!(seen.mtime, old, "alice's time is saved");
+}
+
+#[test]
+fn link_and_unlink_move_the_files_ctime_open_or_not() {
+    let t = TempStore::new();
+    let (wa, root) = alice_alone(&t);
+    let f = wa
+        .create_node(root, b"f", 0o600, NewNode::File, ME)
+        .unwrap();
+    let c0 = f.attrs.ctime;
+    // Closed: the link's own transaction moves the ctime.
+    let n = wa.link(f.ino, root, b"g").unwrap();
+    assert_eq!(n.nlink, 2);
+    assert!(n.attrs.ctime > c0);
+    assert_eq!(wa.getattr(f.ino).unwrap().attrs.ctime, n.attrs.ctime);
+    wa.unlink(root, b"g", false).unwrap();
+    let after = wa.getattr(f.ino).unwrap();
+    assert_eq!(after.nlink, 1);
+    assert!(after.attrs.ctime > n.attrs.ctime);
+    // Open: through the open state, and a flush does not undo it.
+    wa.open(f.ino, true, false).unwrap();
+    let n = wa.link(f.ino, root, b"h").unwrap();
+    assert!(n.attrs.ctime > after.attrs.ctime);
+    wa.unlink(root, b"h", false).unwrap();
+    let c3 = wa.getattr(f.ino).unwrap().attrs.ctime;
+    assert!(c3 > n.attrs.ctime);
+    wa.release(f.ino).unwrap();
+    let wb = bob_workspace(&t);
+    assert_eq!(wb.getattr(f.ino).unwrap().attrs.ctime, c3);
 }

@@ -8,7 +8,7 @@ use crate::format::attrs::{Attrs, Extents, Kind, Time};
 use crate::format::{aad, name};
 use crate::ids::{ContentId, InodeId, KeyGen};
 use crate::store::Tx;
-use crate::store::files::DirentRow;
+use crate::store::files::{DirentRow, InodeRow};
 
 use super::{Caller, CircleAccess, Node, Op, Workspace};
 
@@ -406,15 +406,18 @@ impl Workspace {
             let remaining = tx.dirent_links(d.ino)?;
             if remaining == 0 && !self.is_open(d.ino)? {
                 tx.inode_delete(d.ino)?;
-                return Ok::<_, Error>((d.ino, true, a));
+                return Ok::<_, Error>((d.ino, true, true, a));
             }
-            Ok((d.ino, false, a))
+            let touched = remaining > 0 && self.touch_ctime_tx(tx, &a, d.ino, &row, now)?.is_some();
+            Ok((d.ino, false, touched, a))
         })?;
-        let (ino, deleted, a) = gone;
+        let (ino, deleted, touched, a) = gone;
         if deleted {
             self.vault.store().block_remove(ino)?;
         } else {
-            self.touch_ctime(&a, ino)?;
+            if !touched {
+                self.touch_ctime(&a, ino)?;
+            }
             self.mark_unlinked(ino)?;
         }
         Ok(())
@@ -557,7 +560,7 @@ impl Workspace {
     /// Hard link `ino` as `newname` in `newparent` (same circle, not a directory).
     pub fn link(&self, ino: InodeId, newparent: InodeId, newname: &[u8]) -> Result<Node> {
         name::check_file_name(newname)?;
-        let a = self.vault.store().write(|tx| {
+        let (a, node) = self.vault.store().write(|tx| {
             let (row, a) = self.row(tx, ino)?;
             let (b, mut pb) = self.dir(tx, newparent)?;
             if a.row.id != b.row.id {
@@ -581,10 +584,42 @@ impl Workspace {
             pb.mtime = now;
             pb.ctime = now;
             self.save_attrs(tx, &a, newparent, &pb)?;
-            Ok::<_, Error>(a)
+            let node = match self.touch_ctime_tx(tx, &a, ino, &row, now)? {
+                Some(attrs) => {
+                    let nlink = Self::nlink(tx, ino, attrs.kind, false)?;
+                    Some(Node { ino, attrs, nlink })
+                }
+                None => None,
+            };
+            Ok::<_, Error>((a, node))
         })?;
-        self.touch_ctime(&a, ino)?;
-        self.getattr(ino)
+        match node {
+            Some(n) => Ok(n),
+            None => {
+                self.touch_ctime(&a, ino)?;
+                self.getattr(ino)
+            }
+        }
+    }
+
+    /// Set the ctime of `ino` (record `row`, read in `tx`) to `now` in `tx`
+    /// and return its attributes, unless the file has an open state, whose
+    /// attributes must change through it (after `tx`: None).
+    fn touch_ctime_tx(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        ino: InodeId,
+        row: &InodeRow,
+        now: Time,
+    ) -> Result<Option<Attrs>> {
+        if self.is_open(ino)? {
+            return Ok(None);
+        }
+        let mut attrs = a.keys.open_attrs(row)?;
+        attrs.ctime = now;
+        self.save_attrs(tx, a, ino, &attrs)?;
+        Ok(Some(attrs))
     }
 
     /// Change attributes (size changes go through the content layer).
