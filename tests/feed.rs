@@ -36,11 +36,7 @@ fn another_workspace_sees_changes_and_removed_names() {
         .unwrap();
     wa.rename(root, b"old name", root, b"new name", RenameMode::Replace)
         .unwrap();
-    let s = SetAttr {
-        mode: Some(0o600),
-        ..SetAttr::default()
-    };
-    wa.setattr(f.ino, &s, ME).unwrap();
+    wa.setattr(f.ino, &set_mode(0o600), ME).unwrap();
     let got = wb.take_changes().unwrap();
     assert!(got.contains(&Change::Attrs(f.ino)), "{got:?}");
     assert!(got.contains(&Change::Attrs(root)), "{got:?}");
@@ -74,6 +70,30 @@ fn alice_alone(t: &TempStore) -> (Workspace, InodeId) {
     let wa = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
     let root = wa.circles().unwrap()[0].root;
     (wa, root)
+}
+
+/// Alice's workspace, alone, with file `f` (mode 0600) created and open
+/// for writing.
+fn alice_writing(t: &TempStore) -> (Workspace, circlefs::vault::workspace::Node) {
+    let (wa, root) = alice_alone(t);
+    let f = wa
+        .create_node(root, b"f", 0o600, NewNode::File, ME)
+        .unwrap();
+    wa.open(f.ino, true, false).unwrap();
+    (wa, f)
+}
+
+/// The time `sec` seconds and `nsec` nanoseconds after the epoch.
+fn at(sec: i64, nsec: u32) -> Time {
+    Time { sec, nsec }
+}
+
+/// A change of the mode alone.
+fn set_mode(m: u32) -> SetAttr {
+    SetAttr {
+        mode: Some(m),
+        ..SetAttr::default()
+    }
 }
 
 /// A change of the modification time alone.
@@ -114,15 +134,8 @@ fn an_open_after_a_quiet_poll_still_sees_another_workspaces_change() {
 #[test]
 fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
     let t = TempStore::new();
-    let (wa, root) = alice_alone(&t);
-    let f = wa
-        .create_node(root, b"f", 0o600, NewNode::File, ME)
-        .unwrap();
-    wa.open(f.ino, true, false).unwrap();
-    let old = Time {
-        sec: 1_000,
-        nsec: 5,
-    };
+    let (wa, f) = alice_writing(&t);
+    let old = at(1_000, 5);
     let n = wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
     assert_eq!(n.attrs.mtime, old, "the reply carries the new time");
     assert_eq!(wa.getattr(f.ino).unwrap().attrs.mtime, old);
@@ -133,10 +146,7 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
     wa.flush(f.ino).unwrap();
     assert_eq!(wb.getattr(f.ino).unwrap().attrs.mtime, old);
     // With another mount present, a change of times is saved at once.
-    let newer = Time {
-        sec: 2_000,
-        nsec: 0,
-    };
+    let newer = at(2_000, 0);
     wa.setattr(f.ino, &set_mtime(newer), ME).unwrap();
     assert_eq!(wb.getattr(f.ino).unwrap().attrs.mtime, newer);
     wa.release(f.ino).unwrap();
@@ -146,10 +156,7 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
     // the times set before it.
     wa.open(f.ino, true, false).unwrap();
     wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
-    let chmod = SetAttr {
-        mode: Some(0o640),
-        ..SetAttr::default()
-    };
+    let chmod = set_mode(0o640);
     wa.setattr(f.ino, &chmod, ME).unwrap();
     let wb = bob_workspace(&t);
     let seen = wb.getattr(f.ino).unwrap().attrs;
@@ -161,22 +168,12 @@ fn times_set_on_an_open_file_are_saved_at_close_and_owner_changes_at_once() {
 #[test]
 fn unsaved_times_of_an_open_file_do_not_undo_another_mounts_change() {
     let t = TempStore::new();
-    let (wa, root) = alice_alone(&t);
-    let f = wa
-        .create_node(root, b"f", 0o600, NewNode::File, ME)
-        .unwrap();
-    wa.open(f.ino, true, false).unwrap();
-    let old = Time {
-        sec: 1_000,
-        nsec: 0,
-    };
+    let (wa, f) = alice_writing(&t);
+    let old = at(1_000, 0);
     wa.setattr(f.ino, &set_mtime(old), ME).unwrap();
     // Bob's mount joins and changes the mode while alice's times wait.
     let wb = bob_workspace(&t);
-    let chmod = SetAttr {
-        mode: Some(0o640),
-        ..SetAttr::default()
-    };
+    let chmod = set_mode(0o640);
     wb.setattr(f.ino, &chmod, ME).unwrap();
     // Alice's close saves her times over bob's record, not her old one.
     wa.release(f.ino).unwrap();
