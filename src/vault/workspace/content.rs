@@ -306,9 +306,7 @@ impl Workspace {
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such inode"))?;
             // Keys as of this transaction (a revocation may have re-sealed).
             let a = self.access_tx(tx, a.row.id)?;
-            let mut attrs = a.keys.open_attrs(&row)?;
-            f(&mut attrs)?;
-            self.save_attrs(tx, &a, ino, &attrs)?;
+            self.change_record(tx, &a, ino, &row, f)?;
             Ok(())
         })
     }

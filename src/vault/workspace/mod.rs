@@ -408,6 +408,23 @@ impl Workspace {
         Ok(Node { ino, attrs, nlink })
     }
 
+    /// Open record `row` of `ino`, change it with `f` and save it in `tx`
+    /// under `a` (read with `access_tx` in `tx`, see `save_attrs`); returns
+    /// the new attributes.
+    fn change_record(
+        &self,
+        tx: &Tx<'_>,
+        a: &CircleAccess,
+        ino: InodeId,
+        row: &InodeRow,
+        f: impl FnOnce(&mut Attrs) -> Result<()>,
+    ) -> Result<Attrs> {
+        let mut attrs = a.keys.open_attrs(row)?;
+        f(&mut attrs)?;
+        self.save_attrs(tx, a, ino, &attrs)?;
+        Ok(attrs)
+    }
+
     /// Save an inode's attributes, sealed under the epoch of `a`, which the
     /// caller read with `access_tx` in this same transaction: the epoch
     /// current now, never one a revocation retired (callers holding an

@@ -616,9 +616,10 @@ impl Workspace {
         if self.is_open(ino)? {
             return Ok(None);
         }
-        let mut attrs = a.keys.open_attrs(row)?;
-        attrs.ctime = now;
-        self.save_attrs(tx, a, ino, &attrs)?;
+        let attrs = self.change_record(tx, a, ino, row, |at| {
+            at.ctime = now;
+            Ok(())
+        })?;
         Ok(Some(attrs))
     }
 
