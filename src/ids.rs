@@ -49,6 +49,13 @@ id_type!(
     u32
 );
 id_type!(
+    /// A position in a directory listing, as readdir callers carry it
+    /// (the FUSE offset, telldir(3)): 0 is the start; the workspace
+    /// defines the rest (see `vault::workspace::dirpos`).
+    DirPos,
+    u64
+);
+id_type!(
     /// Index of a fixed-size block inside a file.
     BlockIndex,
     u64

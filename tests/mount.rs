@@ -909,3 +909,109 @@ fn opstats_table_is_written_at_unmount() {
     assert!(count("LOOKUP") >= 5, "{table}");
     assert!(table.contains("| all |"), "{table}");
 }
+
+/// Names read with readdir(3) from `dir` until the end or `n` names
+/// (dot entries left out).
+fn read_names(dir: *mut libc::DIR, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        // SAFETY: `dir` is an open stream; the entry is read before the
+        // next call.
+        let e = unsafe { libc::readdir(dir) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated.
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        if name != "." && name != ".." {
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn open_dir(p: &Path) -> *mut libc::DIR {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path string.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!d.is_null(), "opendir {}", p.display());
+    d
+}
+
+#[test]
+fn listings_resume_after_changes_and_seekdir_returns() {
+    if !fuse_available() {
+        return;
+    }
+    let (_t, m) = setup("c");
+    let d = m.path("c/big");
+    fs::create_dir(&d).unwrap();
+    for i in 0..1500 {
+        fs::write(d.join(format!("f{i:04}")), b"").unwrap();
+    }
+    let all: std::collections::BTreeSet<String> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(all.len(), 1500);
+
+    // telldir/seekdir: the same names after seeking back.
+    let dir = open_dir(&d);
+    assert_eq!(read_names(dir, 700).len(), 700);
+    // SAFETY: an open stream.
+    let at = unsafe { libc::telldir(dir) };
+    let a = read_names(dir, 300);
+    // SAFETY: a position telldir gave on this stream.
+    unsafe { libc::seekdir(dir, at) };
+    assert_eq!(read_names(dir, 300), a);
+    // SAFETY: closed once.
+    unsafe { libc::closedir(dir) };
+
+    // A change drops the kernel's cached listing, so the next stream is
+    // read from the daemon a page at a time, each page from the position
+    // where the last one ended.
+    let touch = |d: &Path| {
+        fs::write(d.join("touch"), b"").unwrap();
+        fs::remove_file(d.join("touch")).unwrap();
+    };
+    // Names not read yet removed halfway: every other name read once.
+    touch(&d);
+    let dir = open_dir(&d);
+    let mut got = read_names(dir, 300);
+    let read: std::collections::BTreeSet<String> = got.iter().cloned().collect();
+    let gone: Vec<&String> = all
+        .iter()
+        .filter(|n| !read.contains(*n))
+        .take(200)
+        .collect();
+    for n in &gone {
+        fs::remove_file(d.join(n)).unwrap();
+    }
+    got.extend(read_names(dir, usize::MAX));
+    // SAFETY: closed once.
+    unsafe { libc::closedir(dir) };
+    let seen: std::collections::BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(seen.len(), got.len(), "a name read twice");
+    for n in all.iter().filter(|n| !gone.contains(n)) {
+        assert!(seen.contains(n), "{n} skipped");
+    }
+
+    // Remove every entry while reading the directory: it ends empty, each
+    // name read once.
+    touch(&d);
+    let dir = open_dir(&d);
+    let mut removed = Vec::new();
+    loop {
+        let v = read_names(dir, 1);
+        let Some(n) = v.first() else { break };
+        fs::remove_file(d.join(n)).unwrap();
+        removed.push(n.clone());
+    }
+    // SAFETY: closed once.
+    unsafe { libc::closedir(dir) };
+    assert_eq!(removed.len(), 1300, "each name once");
+    assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
+    fs::remove_dir(&d).unwrap();
+}

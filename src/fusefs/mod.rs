@@ -23,7 +23,7 @@ use fuser::{
 
 use crate::error::{Error, ErrorKind};
 use crate::format::attrs::Kind;
-use crate::ids::InodeId;
+use crate::ids::{DirPos, InodeId};
 use crate::vault::workspace::{
     Caller, Change, NewNode, Node, RenameMode, SetAttr, Workspace, XattrMode,
 };
@@ -62,14 +62,18 @@ pub const CTL_FILE_NAME: &str = "control";
 /// Directory entries: inode, type, name.
 type Listing = Vec<(u64, FileType, Vec<u8>)>;
 
+/// One entry of a READDIR(PLUS) reply: inode, the position after it, type,
+/// name and (READDIRPLUS) its attributes with their cache time.
+struct PageEntry {
+    ino: u64,
+    next: u64,
+    kind: FileType,
+    name: Vec<u8>,
+    attr: Option<(Duration, fuser::FileAttr)>,
+}
+
 enum Handle {
-    File {
-        ino: InodeId,
-        append: bool,
-    },
-    /// A directory's listing, taken at the first READDIR(PLUS) of the
-    /// handle (none when the kernel serves the listing from its cache).
-    Dir(Option<Listing>),
+    File { ino: InodeId, append: bool },
     Ctl(CtlHandle),
 }
 
@@ -85,6 +89,8 @@ pub struct CircleFs {
     notifier: Arc<OnceLock<Notifier>>,
     /// Request timing (`-o opstats=FILE`) and where to write it at unmount.
     stats: Option<(OpStats, std::path::PathBuf)>,
+    /// The kernel can do without OPENDIR (told so at the first one).
+    no_opendir: bool,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -133,6 +139,7 @@ impl CircleFs {
             started: SystemTime::now(),
             notifier: Arc::new(OnceLock::new()),
             stats: None,
+            no_opendir: false,
         }
     }
 
@@ -250,6 +257,9 @@ impl Filesystem for CircleFs {
         // for security.capability before every write (one FUSE round trip
         // per write otherwise); truncate and chown still clear them in the
         // kernel through setattr.
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_PARALLEL_DIROPS
@@ -673,133 +683,78 @@ impl Filesystem for CircleFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.timed(Req::Opendir);
-        if store_ino(ino).is_some() {
-            // Store directories: the kernel keeps the listing in its cache
-            // across opens; it drops it when the directory's mtime changes
-            // (every change through this mount, and changes of other mounts
-            // through the change feed's attribute invalidation). The listing
-            // is taken only if the kernel asks for it.
-            let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
-            return reply.opened(self.add_handle(Handle::Dir(None)), flags);
+        // A listing keeps no state between READDIRPLUS requests (positions
+        // survive changes: vault::workspace::dirpos), so there is nothing
+        // to open. A kernel that can do without OPENDIR is told so by
+        // ENOSYS and sends no OPENDIR or RELEASEDIR again, for any
+        // directory: two round trips less per opendir(3). Either way the
+        // kernel keeps listings in its cache across opens and drops one
+        // when the directory's mtime changes (every change through this
+        // mount; other mounts' through the change feed's invalidations;
+        // the root's with the membership).
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
         }
-        match self.listing(ino) {
-            Ok(v) => reply.opened(self.add_handle(Handle::Dir(Some(v))), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+        reply.opened(FileHandle(0), flags);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let _t = self.timed(Req::Readdir);
-        if let Err(e) = self.handle_listing(ino, fh) {
-            return reply.error(e);
-        }
-        let Ok(hs) = self.handles.lock() else {
-            return reply.error(Errno::EIO);
-        };
-        let Some(Handle::Dir(Some(v))) = hs.get(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (k, (ino, kind, name)) in v.iter().enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(*ino),
-                (k + 1) as u64,
-                *kind,
-                OsStr::from_bytes(name),
-            ) {
-                break;
+        match self.page(ino, offset, false) {
+            Ok(page) => {
+                for e in page {
+                    if reply.add(INodeNo(e.ino), e.next, e.kind, OsStr::from_bytes(&e.name)) {
+                        break;
+                    }
+                }
+                reply.ok();
             }
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn readdirplus(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _t = self.timed(Req::Readdirplus);
-        let _ = req;
         // Entries with their attributes (ls -l, find, du): the kernel caches
-        // both, so no LOOKUP/GETATTR follows per entry.
-        if let Err(e) = self.handle_listing(ino, fh) {
-            return reply.error(e);
-        }
-        let batch: Vec<(u64, Vec<u8>)> = {
-            let Ok(hs) = self.handles.lock() else {
-                return reply.error(Errno::EIO);
-            };
-            let Some(Handle::Dir(Some(v))) = hs.get(&fh.0) else {
-                return reply.error(Errno::EBADF);
-            };
-            v.iter()
-                .skip(offset as usize)
-                .take(READDIRPLUS_BATCH)
-                .map(|(i, _, n)| (*i, n.clone()))
-                .collect()
-        };
-        let dir = store_ino(ino);
-        // The listing was taken earlier: look every name up again (one
-        // transaction for the batch) so the kernel never caches a name that
-        // was renamed or deleted since (it would resolve to the wrong inode).
-        let is_dot = |n: &[u8]| n == b"." || n == b"..";
-        // Batch position -> its fresh node.
-        let mut fresh: HashMap<usize, Node> = HashMap::new();
-        if let Some(d) = dir {
-            let (at, want): (Vec<usize>, Vec<(&[u8], InodeId)>) = batch
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, n))| !is_dot(n))
-                .filter_map(|(k, (i, n))| Some((k, (n.as_slice(), store_ino(INodeNo(*i))?))))
-                .unzip();
-            match self.ws.lookup_many(d, &want) {
-                Ok(nodes) => {
-                    for (k, n) in at.into_iter().zip(nodes) {
-                        if let Some(n) = n {
-                            fresh.insert(k, n);
-                        }
+        // both, so no LOOKUP/GETATTR follows per entry. Each page is read
+        // in one transaction, so the kernel never caches a name that was
+        // renamed or deleted before it.
+        match self.page(ino, offset, true) {
+            Ok(page) => {
+                for e in page {
+                    let Some((ttl, attr)) = e.attr else { continue };
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.next,
+                        OsStr::from_bytes(&e.name),
+                        &ttl,
+                        &attr,
+                        Generation(0),
+                    ) {
+                        break;
                     }
                 }
-                Err(e) => return reply.error(errno(&e)),
+                reply.ok();
             }
+            Err(e) => reply.error(e),
         }
-        for (k, (i, name)) in batch.iter().enumerate() {
-            let (ttl, attr) = match (self.virtual_attr(INodeNo(*i)), store_ino(INodeNo(*i))) {
-                (Some(a), _) => (virtual_ttl(INodeNo(*i)), a),
-                (None, Some(s)) if dir.is_none() || is_dot(name) => match self.ws.getattr(s) {
-                    Ok(n) => (TTL, to_attr(&n)),
-                    Err(_) => continue,
-                },
-                (None, Some(_)) => match fresh.get(&k) {
-                    Some(n) => (TTL, to_attr(n)),
-                    None => continue,
-                },
-                (None, None) => continue,
-            };
-            let next = offset + k as u64 + 1;
-            if reply.add(
-                INodeNo(*i),
-                next,
-                OsStr::from_bytes(name),
-                &ttl,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(
@@ -811,9 +766,7 @@ impl Filesystem for CircleFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(Req::Releasedir);
-        if let Ok(mut m) = self.handles.lock() {
-            m.remove(&fh.0);
-        }
+        let _ = fh;
         reply.ok();
     }
 
@@ -1038,43 +991,83 @@ impl CircleFs {
                     CTL_FILE_NAME.as_bytes().to_vec(),
                 ),
             ]),
-            _ => match store_ino(ino) {
-                None => Err(Error::new(ErrorKind::NotDir, "not a directory")),
-                Some(i) => self.ws.readdir(i).and_then(|list| {
-                    let parent = self.ws.parent_of(i)?.map(fuse_ino).unwrap_or(ROOT);
-                    let mut v = vec![
-                        (ino.0, FileType::Directory, b".".to_vec()),
-                        (parent, FileType::Directory, b"..".to_vec()),
-                    ];
-                    v.extend(list.into_iter().map(|d| {
-                        (
-                            fuse_ino(d.ino),
-                            attr::file_type(d.kind, kind_mode(d.kind)),
-                            d.name,
-                        )
-                    }));
-                    Ok(v)
-                }),
-            },
+            _ => Err(Error::new(ErrorKind::NotDir, "not a directory")),
         }
     }
 
-    /// The listing of an open directory handle, taken now if not yet.
-    fn handle_listing(&self, ino: INodeNo, fh: FileHandle) -> Result<(), Errno> {
-        {
-            let hs = self.handles.lock().map_err(|_| Errno::EIO)?;
-            match hs.get(&fh.0) {
-                Some(Handle::Dir(Some(_))) => return Ok(()),
-                Some(Handle::Dir(None)) => {}
-                _ => return Err(Errno::EBADF),
+    /// The entries of directory `ino` after position `offset`, with their
+    /// attributes when `plus`. The root and the control directory are
+    /// small and listed whole (positions are indexes); a store directory
+    /// is listed a page at a time from the position (see
+    /// [`Workspace::list_page`]).
+    fn page(&self, ino: INodeNo, offset: u64, plus: bool) -> Result<Vec<PageEntry>, Errno> {
+        let Some(dir) = store_ino(ino) else {
+            let v = self.listing(ino).map_err(|e| errno(&e))?;
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+            return Ok(v
+                .into_iter()
+                .enumerate()
+                .skip(skip)
+                .filter_map(|(k, (i, kind, name))| {
+                    let attr = if plus {
+                        Some(
+                            match (self.virtual_attr(INodeNo(i)), store_ino(INodeNo(i))) {
+                                (Some(a), _) => (virtual_ttl(INodeNo(i)), a),
+                                // A circle's root; left out if it cannot be read.
+                                (None, Some(s)) => (TTL, to_attr(&self.ws.getattr(s).ok()?)),
+                                (None, None) => return None,
+                            },
+                        )
+                    } else {
+                        None
+                    };
+                    Some(PageEntry {
+                        ino: i,
+                        next: k as u64 + 1,
+                        kind,
+                        name,
+                        attr,
+                    })
+                })
+                .collect());
+        };
+        let mut out = Vec::new();
+        if offset < 2 {
+            let parent = self
+                .ws
+                .parent_of(dir)
+                .map_err(|e| errno(&e))?
+                .map(fuse_ino)
+                .unwrap_or(ROOT);
+            for (k, (i, name)) in [(ino.0, "."), (parent, "..")]
+                .into_iter()
+                .enumerate()
+                .skip(offset as usize)
+            {
+                // The kernel takes no attributes from the dot entries.
+                let mut attr = self.root_attr();
+                attr.ino = INodeNo(i);
+                out.push(PageEntry {
+                    ino: i,
+                    next: k as u64 + 1,
+                    kind: FileType::Directory,
+                    name: name.as_bytes().to_vec(),
+                    attr: plus.then_some((Duration::ZERO, attr)),
+                });
             }
         }
-        let v = self.listing(ino).map_err(|e| errno(&e))?;
-        let mut hs = self.handles.lock().map_err(|_| Errno::EIO)?;
-        if let Some(Handle::Dir(slot @ None)) = hs.get_mut(&fh.0) {
-            *slot = Some(v);
-        }
-        Ok(())
+        let page = self
+            .ws
+            .list_page(dir, DirPos(offset), READDIRPLUS_BATCH, plus)
+            .map_err(|e| errno(&e))?;
+        out.extend(page.into_iter().map(|l| PageEntry {
+            ino: fuse_ino(l.entry.ino),
+            next: l.next.0,
+            kind: attr::file_type(l.entry.kind, kind_mode(l.entry.kind)),
+            name: l.entry.name,
+            attr: l.node.map(|n| (TTL, to_attr(&n))),
+        }));
+        Ok(out)
     }
 
     fn control_done(&self, produced: (Vec<u8>, bool)) {

@@ -358,19 +358,19 @@ impl Tx<'_> {
 
 impl Tx<'_> {
     /// Entries of a directory with each target's kind, ordered by index,
-    /// starting after `after`, at most `limit`.
+    /// from the first whose index is at least `from`, at most `limit`.
     pub fn dirent_list_kinds(
         &self,
         parent: InodeId,
-        after: Option<&[u8]>,
+        from: Option<&[u8]>,
         limit: i64,
     ) -> Result<Vec<(DirentRow, u8)>, StoreError> {
         let mut st = self.c.prepare_cached(
             "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
-             WHERE parent = ?1 AND (?2 IS NULL OR name_index > ?2) ORDER BY name_index LIMIT ?3",
+             WHERE parent = ?1 AND (?2 IS NULL OR name_index >= ?2) ORDER BY name_index LIMIT ?3",
         )?;
         let v = st
-            .query_map(params![parent.0, after, limit], |r| {
+            .query_map(params![parent.0, from, limit], |r| {
                 Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8))
             })?
             .collect::<Result<Vec<_>, _>>()?;

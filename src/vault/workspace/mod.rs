@@ -2,6 +2,7 @@
 //! on `(circle, inode)` with every trust-level check, no FUSE types.
 
 mod content;
+mod dirpos;
 mod feed;
 mod rekey;
 mod tree;
@@ -25,7 +26,7 @@ use super::{Object, Op, Session, Vault, authorize};
 pub use content::OpenFile;
 pub use feed::Change;
 pub use rekey::RekeyReport;
-pub use tree::{DirEntry, NewNode, RenameMode, SetAttr};
+pub use tree::{DirEntry, Listed, NewNode, RenameMode, SetAttr};
 pub use xattr::XattrMode;
 
 /// How often the change log is polled for membership changes made elsewhere.

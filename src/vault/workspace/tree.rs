@@ -6,11 +6,11 @@ use crate::crypto::random_bytes;
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::format::attrs::{Attrs, Extents, Kind, Time};
 use crate::format::{aad, name};
-use crate::ids::{ContentId, InodeId, KeyGen};
+use crate::ids::{ContentId, DirPos, InodeId, KeyGen};
 use crate::store::Tx;
 use crate::store::files::{DirentRow, InodeRow};
 
-use super::{Caller, CircleAccess, Node, Op, Workspace};
+use super::{Caller, CircleAccess, Node, Op, Workspace, dirpos};
 
 /// One directory entry as listed.
 #[derive(Clone, Debug)]
@@ -21,6 +21,17 @@ pub struct DirEntry {
     pub ino: InodeId,
     /// Kind of the target.
     pub kind: Kind,
+}
+
+/// One entry of a page of a listing ([`Workspace::list_page`]).
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// The entry.
+    pub entry: DirEntry,
+    /// The position after it (where the next page starts).
+    pub next: DirPos,
+    /// Its node, when asked for.
+    pub node: Option<Node>,
 }
 
 /// rename(2) flavours.
@@ -154,46 +165,6 @@ impl Workspace {
         Ok(node)
     }
 
-    /// Look up several names of one directory, each expected to name a
-    /// given inode (READDIRPLUS re-checking a listing), in one transaction.
-    /// An entry is None when its name is gone, names another inode now, or
-    /// fails to open (logged; the entry is left out of the listing).
-    pub fn lookup_many(
-        &self,
-        parent: InodeId,
-        names: &[(&[u8], InodeId)],
-    ) -> Result<Vec<Option<Node>>> {
-        let mut out = self.vault.store().read(|tx| {
-            let (a, _) = self.dir(tx, parent)?;
-            self.check(&a, Op::ReadFiles)?;
-            let one = |nm: &[u8], want: InodeId| -> Result<Option<Node>> {
-                match self.find(tx, &a, parent, nm)? {
-                    Some(d) if d.ino == want => Ok(Some(self.node_tx(tx, want, None)?)),
-                    _ => Ok(None),
-                }
-            };
-            Ok::<_, Error>(
-                names
-                    .iter()
-                    .map(|(nm, want)| {
-                        one(nm, *want).unwrap_or_else(|e| {
-                            log::debug!("entry left out of a listing: {e}");
-                            None
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })?;
-        // Open files: their live attributes (outside the transaction: an
-        // open file's lock is never taken while the store lock is held).
-        for n in out.iter_mut().flatten() {
-            if let Some(live) = self.open_attrs(n.ino)? {
-                n.attrs = live;
-            }
-        }
-        Ok(out)
-    }
-
     /// Parent directory of a directory (None for a circle root).
     pub fn parent_of(&self, dir: InodeId) -> Result<Option<InodeId>> {
         Ok(self.vault.store().read(|tx| tx.dir_parent(dir))?)
@@ -201,29 +172,86 @@ impl Workspace {
 
     /// Every entry of a directory (names decrypted and validated).
     pub fn readdir(&self, dir: InodeId) -> Result<Vec<DirEntry>> {
-        self.vault.store().read(|tx| {
+        let mut out = Vec::new();
+        let mut pos = DirPos(0);
+        loop {
+            let page = self.list_page(dir, pos, 4096, false)?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            pos = last.next;
+            out.extend(page.into_iter().map(|l| l.entry));
+        }
+    }
+
+    /// At most `limit` entries of `dir` after position `from` (see
+    /// [`dirpos`](super::dirpos); a position that is no entry's starts at
+    /// the first), in one transaction, each with the position after it
+    /// and, with `nodes`, its node (an entry whose node fails to open is
+    /// left out, logged). No state is kept between pages.
+    pub fn list_page(
+        &self,
+        dir: InodeId,
+        from: DirPos,
+        limit: usize,
+        nodes: bool,
+    ) -> Result<Vec<Listed>> {
+        let mut out = self.vault.store().read(|tx| {
             let (a, _) = self.dir(tx, dir)?;
             self.check(&a, Op::ReadFiles)?;
+            let epoch = a.row.epoch;
+            let seek = dirpos::decode(from, epoch);
+            let key = seek.map(|s| s.key());
+            let rows = tx.dirent_list_kinds(
+                dir,
+                key.as_ref().map(|k| &k[..]),
+                (limit + dirpos::MAX_SKIP) as i64,
+            )?;
+            let at = dirpos::positions(
+                rows.iter().map(|(d, _)| d.name_index.as_slice()),
+                epoch,
+                seek,
+            );
             let mut out = Vec::new();
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let batch = tx.dirent_list_kinds(dir, after.as_deref(), 4096)?;
-                if batch.is_empty() {
+            for ((d, kind), next) in rows.iter().zip(at) {
+                let Some(next) = next else { continue };
+                if out.len() == limit {
                     break;
                 }
-                for (d, kind) in &batch {
-                    let kind = Kind::from_u8(*kind)
-                        .ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
-                    out.push(DirEntry {
-                        name: self.open_name(&a, d)?,
+                let kind = Kind::from_u8(*kind)
+                    .ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
+                let name = self.open_name(&a, d)?;
+                let node = if nodes {
+                    match self.node_tx(tx, d.ino, None) {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            log::debug!("entry left out of a listing: {e}");
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                out.push(Listed {
+                    entry: DirEntry {
+                        name,
                         ino: d.ino,
                         kind,
-                    });
-                }
-                after = batch.last().map(|(d, _)| d.name_index.clone());
+                    },
+                    next,
+                    node,
+                });
             }
-            Ok(out)
-        })
+            Ok::<_, Error>(out)
+        })?;
+        // Open files: their live attributes (outside the transaction: an
+        // open file's lock is never taken while the store lock is held).
+        for n in out.iter_mut().filter_map(|l| l.node.as_mut()) {
+            if let Some(live) = self.open_attrs(n.ino)? {
+                n.attrs = live;
+            }
+        }
+        Ok(out)
     }
 
     /// Create a node in `parent`.
