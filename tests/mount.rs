@@ -1015,3 +1015,54 @@ fn listings_resume_after_changes_and_seekdir_returns() {
     assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
     fs::remove_dir(&d).unwrap();
 }
+
+#[test]
+fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
+    if !fuse_available() {
+        return;
+    }
+    let stats_dir = tempfile::tempdir().unwrap();
+    let out = stats_dir.path().join("ops.md");
+    let opt = format!("opstats={}", out.display());
+    let (_t, m) = setup_with("o", &[&opt]);
+    let d = m.path("o");
+    for i in 0..5 {
+        fs::write(d.join(format!("f{i}")), b"hello").unwrap();
+    }
+    for _ in 0..4 {
+        for i in 0..5 {
+            assert_eq!(fs::read(d.join(format!("f{i}"))).unwrap(), b"hello");
+        }
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 5);
+    }
+    // A read-only descriptor of a file being written: its close saves
+    // nothing, the writer's close does.
+    let mut w = fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("f0"))
+        .unwrap();
+    w.write_all(b" world").unwrap();
+    drop(fs::File::open(d.join("f0")).unwrap());
+    drop(w);
+    assert_eq!(fs::read(d.join("f0")).unwrap(), b"hello world");
+    m.unmount();
+    let t0 = std::time::Instant::now();
+    while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let table = fs::read_to_string(&out).unwrap();
+    let count = |req: &str| -> u64 {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {req} |")))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // One FLUSH per writer's close (5 creates, 1 append), none per read.
+    assert_eq!(count("FLUSH"), 6, "{table}");
+    assert!(count("OPEN") >= 22, "{table}");
+    // At most the first OPENDIR (answered ENOSYS), and no RELEASEDIR.
+    assert!(count("OPENDIR") <= 1, "{table}");
+    assert_eq!(count("RELEASEDIR"), 0, "{table}");
+}

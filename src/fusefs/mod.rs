@@ -521,7 +521,7 @@ impl Filesystem for CircleFs {
                 // the change feed was last read, drop the kernel's
                 // attributes and pages of it; otherwise keep the pages (the
                 // feed's poll drops them when another mount changes it).
-                let flags = match self.ws.changed_elsewhere(i) {
+                let mut flags = match self.ws.changed_elsewhere(i) {
                     Ok(false) => FopenFlags::FOPEN_KEEP_CACHE,
                     _ => {
                         if let Some(n) = self.notifier.get() {
@@ -530,6 +530,12 @@ impl Filesystem for CircleFs {
                         FopenFlags::empty()
                     }
                 };
+                // Closing a read-only descriptor has nothing to save (a
+                // writer's close or fsync saves its own writes; locks are
+                // the kernel's): no FLUSH round trip per close.
+                if !write {
+                    flags |= FopenFlags::FOPEN_NOFLUSH;
+                }
                 reply.opened(fh, flags);
             }
             Err(e) => reply.error(errno(&e)),
