@@ -81,6 +81,15 @@ fn inode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InodeRow> {
     })
 }
 
+/// A page of a directory from its first entry, and from an index on: two
+/// statements, so that SQLite seeks to the index in the primary key (an
+/// `?2 IS NULL OR` condition makes it scan the directory from its first
+/// entry for every page).
+const DIRENT_PAGE_FIRST: &str = "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
+     WHERE parent = ?1 ORDER BY name_index LIMIT ?2";
+const DIRENT_PAGE_FROM: &str = "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
+     WHERE parent = ?1 AND name_index >= ?2 ORDER BY name_index LIMIT ?3";
+
 fn dirent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DirentRow> {
     Ok(DirentRow {
         parent: InodeId(r.get(0)?),
@@ -218,23 +227,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Entries of a directory ordered by (index), starting after `after`, at most `limit`.
-    pub fn dirent_list(
-        &self,
-        parent: InodeId,
-        after: Option<&[u8]>,
-        limit: i64,
-    ) -> Result<Vec<DirentRow>, StoreError> {
-        let mut st = self.c.prepare_cached(
-            "SELECT parent, name_index, epoch, name_ct, ino FROM dirents WHERE parent = ?1 \
-             AND (?2 IS NULL OR name_index > ?2) ORDER BY name_index LIMIT ?3",
-        )?;
-        let v = st
-            .query_map(params![parent.0, after, limit], dirent_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(v)
-    }
-
     /// True when a directory has any entry.
     pub fn dirent_any(&self, parent: InodeId) -> Result<bool, StoreError> {
         Ok(self
@@ -365,15 +357,20 @@ impl Tx<'_> {
         from: Option<&[u8]>,
         limit: i64,
     ) -> Result<Vec<(DirentRow, u8)>, StoreError> {
-        let mut st = self.c.prepare_cached(
-            "SELECT parent, name_index, epoch, name_ct, ino, kind FROM dirents \
-             WHERE parent = ?1 AND (?2 IS NULL OR name_index >= ?2) ORDER BY name_index LIMIT ?3",
-        )?;
-        let v = st
-            .query_map(params![parent.0, from, limit], |r| {
-                Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let row =
+            |r: &rusqlite::Row<'_>| Ok((dirent_row(r)?, r.get::<_, i64>(5)?.clamp(0, 255) as u8));
+        let v = match from {
+            Some(f) => self
+                .c
+                .prepare_cached(DIRENT_PAGE_FROM)?
+                .query_map(params![parent.0, f, limit], row)?
+                .collect::<Result<Vec<_>, _>>()?,
+            None => self
+                .c
+                .prepare_cached(DIRENT_PAGE_FIRST)?
+                .query_map(params![parent.0, limit], row)?
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         Ok(v)
     }
 
@@ -538,5 +535,41 @@ impl Tx<'_> {
             .query_map([circle.0], |r| Ok(epoch(r.get(0)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::Store;
+
+    /// How SQLite runs `sql`: the details of its query plan.
+    fn plan(store: &Store, sql: &str) -> String {
+        let c = store.lock().unwrap();
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound = vec![rusqlite::types::Null; st.parameter_count()];
+        let rows = st
+            .query_map(rusqlite::params_from_iter(unbound), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows.join("; ")
+    }
+
+    #[test]
+    fn a_page_of_a_directory_seeks_to_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s")).unwrap();
+        let from = plan(&store, DIRENT_PAGE_FROM);
+        assert!(
+            from.contains("SEARCH dirents USING PRIMARY KEY (parent=? AND name_index>?)"),
+            "{from}"
+        );
+        let first = plan(&store, DIRENT_PAGE_FIRST);
+        assert!(first.contains("USING PRIMARY KEY (parent=?)"), "{first}");
+        assert!(!first.contains("TEMP B-TREE") && !from.contains("TEMP B-TREE"));
     }
 }
