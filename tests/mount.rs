@@ -1021,19 +1021,10 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
     if !fuse_available() {
         return;
     }
-    let stats_dir = tempfile::tempdir().unwrap();
-    let out = stats_dir.path().join("ops.md");
-    let opt = format!("opstats={}", out.display());
-    let (_t, m) = setup_with("o", &[&opt]);
+    let (t, m) = setup("o");
     let d = m.path("o");
     for i in 0..5 {
         fs::write(d.join(format!("f{i}")), b"hello").unwrap();
-    }
-    for _ in 0..4 {
-        for i in 0..5 {
-            assert_eq!(fs::read(d.join(format!("f{i}"))).unwrap(), b"hello");
-        }
-        assert_eq!(fs::read_dir(&d).unwrap().count(), 5);
     }
     // A read-only descriptor of a file being written: its close saves
     // nothing, the writer's close does.
@@ -1045,6 +1036,32 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
     drop(fs::File::open(d.join("f0")).unwrap());
     drop(w);
     assert_eq!(fs::read(d.join("f0")).unwrap(), b"hello world");
+    m.unmount();
+
+    // Only reads and listings through this mount, so no descriptor that
+    // a FLUSH could be sent for (a close of an inherited copy, as a fork
+    // by a test running alongside makes, included).
+    let stats_dir = tempfile::tempdir().unwrap();
+    let out = stats_dir.path().join("ops.md");
+    let opt = format!("opstats={}", out.display());
+    let m = Mount::new(
+        &t.store(),
+        &t.dir.path().join("mnt"),
+        "admin",
+        &t.pwfile("admin"),
+        &[&opt],
+    );
+    let d = m.path("o");
+    for _ in 0..4 {
+        for i in 0..5 {
+            assert!(
+                fs::read(d.join(format!("f{i}")))
+                    .unwrap()
+                    .starts_with(b"hello")
+            );
+        }
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 5);
+    }
     m.unmount();
     let t0 = std::time::Instant::now();
     while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
@@ -1059,9 +1076,8 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
             .and_then(|c| c.trim().parse().ok())
             .unwrap_or(0)
     };
-    // One FLUSH per writer's close (5 creates, 1 append), none per read.
-    assert_eq!(count("FLUSH"), 6, "{table}");
-    assert!(count("OPEN") >= 22, "{table}");
+    assert!(count("OPEN") >= 20, "{table}");
+    assert_eq!(count("FLUSH"), 0, "{table}");
     // At most the first OPENDIR (answered ENOSYS), and no RELEASEDIR.
     assert!(count("OPENDIR") <= 1, "{table}");
     assert_eq!(count("RELEASEDIR"), 0, "{table}");
