@@ -12,7 +12,7 @@ use circlefs::format::attrs::Time;
 use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
 use circlefs::vault::workspace::{Caller, Change, NewNode, RenameMode, SetAttr, Workspace};
-use util::{TempStore, stdout};
+use util::TempStore;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -56,26 +56,14 @@ fn another_workspace_sees_changes_and_removed_names() {
 /// circle both are trustees of, and its root.
 /// Two connections, as two mount processes have.
 fn pair(t: &TempStore) -> (Workspace, Workspace, InodeId) {
-    let (wa, root) = alice_alone(t);
+    let (wa, root) = t.alice_alone();
     (wa, bob_workspace(t), root)
-}
-
-/// Alice's workspace (the only mount) of circle `s`, which bob is a
-/// trustee of too, and the circle's root.
-fn alice_alone(t: &TempStore) -> (Workspace, InodeId) {
-    t.user("alice");
-    t.user("bob");
-    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
-    let wa = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
-    let root = wa.circles().unwrap()[0].root;
-    (wa, root)
 }
 
 /// Alice's workspace, alone, with file `f` (mode 0600) created and open
 /// for writing.
 fn alice_writing(t: &TempStore) -> (Workspace, circlefs::vault::workspace::Node) {
-    let (wa, root) = alice_alone(t);
+    let (wa, root) = t.alice_alone();
     let f = wa
         .create_node(root, b"f", 0o600, NewNode::File, ME)
         .unwrap();
@@ -185,7 +173,7 @@ fn unsaved_times_of_an_open_file_do_not_undo_another_mounts_change() {
 #[test]
 fn link_and_unlink_move_the_files_ctime_open_or_not() {
     let t = TempStore::new();
-    let (wa, root) = alice_alone(&t);
+    let (wa, root) = t.alice_alone();
     let f = wa
         .create_node(root, b"f", 0o600, NewNode::File, ME)
         .unwrap();

@@ -6,24 +6,12 @@
 mod util;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use circlefs::ids::{DirPos, InodeId};
 use circlefs::vault::workspace::{Caller, NewNode, Workspace};
 use util::{TempStore, stdout};
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
-
-/// Alice's workspace of circle `s` (bob is a trustee too) and its root.
-fn alice(t: &TempStore) -> (Workspace, InodeId) {
-    t.user("alice");
-    t.user("bob");
-    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
-    let w = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
-    let root = w.circles().unwrap()[0].root;
-    (w, root)
-}
 
 fn make(w: &Workspace, dir: InodeId, names: impl IntoIterator<Item = String>) {
     for n in names {
@@ -60,7 +48,7 @@ fn counts(v: &[String]) -> HashMap<&str, usize> {
 #[test]
 fn pages_of_any_size_list_every_name_once() {
     let t = TempStore::new();
-    let (w, root) = alice(&t);
+    let (w, root) = t.alice_alone();
     let names: BTreeSet<String> = (0..300).map(|i| format!("f{i:03}")).collect();
     make(&w, root, names.iter().cloned());
     for limit in [1, 7, 256, 1000] {
@@ -77,7 +65,7 @@ fn pages_of_any_size_list_every_name_once() {
 #[test]
 fn a_listing_resumed_after_changes_returns_each_untouched_name_once() {
     let t = TempStore::new();
-    let (w, root) = alice(&t);
+    let (w, root) = t.alice_alone();
     let names: Vec<String> = (0..700).map(|i| format!("f{i:03}")).collect();
     make(&w, root, names.iter().cloned());
 
@@ -117,7 +105,7 @@ fn a_listing_resumed_after_changes_returns_each_untouched_name_once() {
 #[test]
 fn a_listing_resumed_across_a_key_rotation_misses_no_name() {
     let t = TempStore::new();
-    let (w, root) = alice(&t);
+    let (w, root) = t.alice_alone();
     let names: BTreeSet<String> = (0..300).map(|i| format!("f{i:03}")).collect();
     make(&w, root, names.iter().cloned());
     let first = w.list_page(root, DirPos(0), 100, false).unwrap();

@@ -891,19 +891,8 @@ fn opstats_table_is_written_at_unmount() {
     assert_eq!(fs::read(d.join("f3")).unwrap(), b"hello");
     assert!(!out.exists(), "written before the unmount");
     m.unmount();
-    let t0 = std::time::Instant::now();
-    while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let table = fs::read_to_string(&out).unwrap();
-    let count = |req: &str| -> u64 {
-        table
-            .lines()
-            .find(|l| l.starts_with(&format!("| {req} |")))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let table = opstats_table(&out);
+    let count = |req: &str| op_count(&table, req);
     assert_eq!(count("CREATE"), 5, "{table}");
     assert!(count("WRITE") >= 5, "{table}");
     assert!(count("LOOKUP") >= 5, "{table}");
@@ -1063,22 +1052,30 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
         assert_eq!(fs::read_dir(&d).unwrap().count(), 5);
     }
     m.unmount();
-    let t0 = std::time::Instant::now();
-    while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let table = fs::read_to_string(&out).unwrap();
-    let count = |req: &str| -> u64 {
-        table
-            .lines()
-            .find(|l| l.starts_with(&format!("| {req} |")))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let table = opstats_table(&out);
+    let count = |req: &str| op_count(&table, req);
     assert!(count("OPEN") >= 20, "{table}");
     assert_eq!(count("FLUSH"), 0, "{table}");
     // At most the first OPENDIR (answered ENOSYS), and no RELEASEDIR.
     assert!(count("OPENDIR") <= 1, "{table}");
     assert_eq!(count("RELEASEDIR"), 0, "{table}");
+}
+
+/// The `-o opstats` table a mount writes to `out` at unmount (waited for).
+fn opstats_table(out: &Path) -> String {
+    let t0 = std::time::Instant::now();
+    while !out.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fs::read_to_string(out).unwrap()
+}
+
+/// The count of request `req` in an opstats table (0 when absent).
+fn op_count(table: &str, req: &str) -> u64 {
+    table
+        .lines()
+        .find(|l| l.starts_with(&format!("| {req} |")))
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0)
 }

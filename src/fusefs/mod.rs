@@ -767,12 +767,11 @@ impl Filesystem for CircleFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(Req::Releasedir);
-        let _ = fh;
         reply.ok();
     }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use circlefs::crypto::Passphrase;
+use circlefs::ids::InodeId;
 use circlefs::vault::accounts::NewUser;
+use circlefs::vault::workspace::Workspace;
 use circlefs::vault::{Session, Vault};
 
 pub fn pass(s: &str) -> Passphrase {
@@ -95,6 +97,20 @@ impl TempStore {
             .arg("--passphrase-file")
             .arg(self.pwfile(user));
         c.args(args).output().unwrap()
+    }
+
+    /// Alice's workspace (the only mount) of circle `s`, which bob is a
+    /// trustee of too, and the circle's root.
+    pub fn alice_alone(&self) -> (Workspace, InodeId) {
+        self.user("alice");
+        self.user("bob");
+        assert!(stdout(&self.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
+        assert!(
+            stdout(&self.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200")
+        );
+        let w = Workspace::new(self.vault.clone(), Arc::new(self.login("alice")), false).unwrap();
+        let root = w.circles().unwrap()[0].root;
+        (w, root)
     }
 }
 
