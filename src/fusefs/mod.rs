@@ -270,7 +270,7 @@ impl Filesystem for CircleFs {
 
     fn destroy(&mut self) {
         if let Some((s, path)) = &self.stats
-            && let Err(e) = std::fs::write(path, s.table())
+            && let Err(e) = std::fs::write(path, s.table() + "\n" + &self.ws.cache_summary())
         {
             log::error!("opstats {}: {e}", path.display());
         }

@@ -2,7 +2,10 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{StoreError, Tx};
+use super::{StoreError, Touch, Tx};
+
+/// The clear kind byte of a directory (`inodes.kind`, `dirents.kind`).
+const DIR_KIND: i64 = 2;
 use crate::ids::{CircleId, Epoch, InodeId, KeyGen};
 
 /// Stored inode row (attributes sealed).
@@ -130,7 +133,10 @@ impl Tx<'_> {
                 "INSERT INTO inodes(id, circle_id, kind, epoch, attrs, seq) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
             )?
             .execute(params![ino.0, circle.0, kind as i64, epoch.0, attrs])
-            .map(|_| 0)?)
+            .map(|_| {
+                self.touched(Touch::Record(ino));
+                0
+            })?)
     }
 
     /// Replace an inode's sealed record; returns its new change counter.
@@ -143,7 +149,8 @@ impl Tx<'_> {
         Ok(self
             .c
             .prepare_cached("UPDATE inodes SET epoch = ?2, attrs = ?3, seq = seq + 1 WHERE id = ?1 RETURNING seq")?
-            .query_row(params![ino.0, epoch.0, attrs], |r| r.get(0))?)
+            .query_row(params![ino.0, epoch.0, attrs], |r| r.get(0))
+            .inspect(|_| self.touched(Touch::Record(ino)))?)
     }
 
     /// An inode's change counter (None when the inode is gone).
@@ -171,6 +178,8 @@ impl Tx<'_> {
         self.c
             .prepare_cached("DELETE FROM inodes WHERE id = ?1")?
             .execute([ino.0])?;
+        self.touched(Touch::Record(ino));
+        self.touched(Touch::Links(ino));
         Ok(())
     }
 
@@ -195,19 +204,29 @@ impl Tx<'_> {
 
     /// Insert a directory entry (fails with a constraint error on a duplicate index).
     pub fn dirent_insert(&self, d: &DirentRow) -> Result<(), StoreError> {
-        self.c
+        let kind: i64 = self
+            .c
             .prepare_cached(
                 "INSERT INTO dirents(parent, name_index, epoch, name_ct, ino, kind) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT kind FROM inodes WHERE id = ?5))",
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT kind FROM inodes WHERE id = ?5)) \
+                 RETURNING kind",
             )?
-            .execute(params![
-                d.parent.0,
-                d.name_index,
-                d.epoch.0,
-                d.name_ct,
-                d.ino.0
-            ])?;
+            .query_row(
+                params![d.parent.0, d.name_index, d.epoch.0, d.name_ct, d.ino.0],
+                |r| r.get(0),
+            )?;
+        self.touched_entry(d.parent, d.ino, kind);
         Ok(())
+    }
+
+    /// Report an entry of `child` (kind byte `kind`) added to or removed
+    /// from `parent`: the child's link count, and the parent's when the
+    /// child is a directory.
+    fn touched_entry(&self, parent: InodeId, child: InodeId, kind: i64) {
+        self.touched(Touch::Links(child));
+        if kind == DIR_KIND {
+            self.touched(Touch::Links(parent));
+        }
     }
 
     /// Entry by parent and index.
@@ -221,9 +240,16 @@ impl Tx<'_> {
 
     /// Delete an entry.
     pub fn dirent_delete(&self, parent: InodeId, idx: &[u8]) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached("DELETE FROM dirents WHERE parent = ?1 AND name_index = ?2")?
-            .execute(params![parent.0, idx])?;
+        let gone: Option<(i64, i64)> = self
+            .c
+            .prepare_cached(
+                "DELETE FROM dirents WHERE parent = ?1 AND name_index = ?2 RETURNING ino, kind",
+            )?
+            .query_row(params![parent.0, idx], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((ino, kind)) = gone {
+            self.touched_entry(parent, InodeId(ino), kind);
+        }
         Ok(())
     }
 
@@ -249,8 +275,8 @@ impl Tx<'_> {
     pub fn subdir_count(&self, parent: InodeId) -> Result<i64, StoreError> {
         Ok(self
             .c
-            .prepare_cached("SELECT COUNT(*) FROM dirents WHERE parent = ?1 AND kind = 2")?
-            .query_row([parent.0], |r| r.get(0))?)
+            .prepare_cached("SELECT COUNT(*) FROM dirents WHERE parent = ?1 AND kind = ?2")?
+            .query_row([parent.0, DIR_KIND], |r| r.get(0))?)
     }
 
     /// Parent of a directory (directories have exactly one entry).
@@ -461,6 +487,7 @@ impl Tx<'_> {
         self.c
             .prepare_cached("UPDATE inodes SET epoch = ?2, attrs = ?3 WHERE id = ?1")?
             .execute(params![ino.0, epoch.0, attrs])?;
+        self.touched(Touch::Record(ino));
         Ok(())
     }
 

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::ids::InodeId;
+
 pub use rows::Tx;
 
 /// Errors of the store layer.
@@ -42,9 +44,28 @@ pub const DB_FILE: &str = "circlefs.db";
 /// Name of the block directory inside a store directory.
 pub const BLOCKS_DIR: &str = "blocks";
 
+/// What a write through this connection changed, for a cache of decoded
+/// rows kept above the store (see [`Store::on_touch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// The inode's row (its sealed record) was written, inserted or deleted.
+    Record(InodeId),
+    /// An entry naming the inode, or (for a directory) one of its
+    /// subdirectory entries, came or went: its link count may differ.
+    Links(InodeId),
+    /// A circle or trusteeship changed, or a write was rolled back: what
+    /// was read before may no longer hold anywhere.
+    All,
+}
+
+/// The listener of [`Store::on_touch`].
+pub type TouchFn = std::sync::Arc<dyn Fn(Touch) + Send + Sync>;
+
 /// The connection and the write batch it may hold open (group commit).
 pub(crate) struct Conn {
     c: Connection,
+    /// Told of every change a write makes (see [`Store::on_touch`]).
+    touch: Option<TouchFn>,
     /// When the open batch began (None: no transaction open between calls).
     batch: Option<Instant>,
     /// Block files to remove once the batch deleting their rows commits.
@@ -64,6 +85,12 @@ impl std::ops::Deref for Conn {
 pub struct StoreVersion(i64, u64);
 
 impl StoreVersion {
+    /// The `PRAGMA data_version` part: equal values mean no other
+    /// connection committed in between.
+    pub fn data_version(&self) -> i64 {
+        self.0
+    }
+
     /// No other connection committed between `self` and `later`.
     pub fn no_foreign_commit_until(&self, later: &StoreVersion) -> bool {
         self.0 == later.0
@@ -157,6 +184,7 @@ impl Store {
         let store = Store {
             conn: Mutex::new(Conn {
                 c: conn,
+                touch: None,
                 batch: None,
                 doomed: Vec::new(),
             }),
@@ -234,9 +262,9 @@ impl Store {
     ) -> Result<T, E> {
         let conn = self.lock()?;
         if conn.batch.is_some() {
-            return f(&Tx::new(&conn.c));
+            return f(&Tx::new(&conn.c, None));
         }
-        in_tx(&conn.c, "BEGIN DEFERRED", f)
+        in_tx(&conn.c, None, "BEGIN DEFERRED", f)
     }
 
     /// Run `f` in one write transaction; committed only if `f` returns Ok,
@@ -256,7 +284,7 @@ impl Store {
         let mut conn = self.lock()?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         if !self.group.load(Ordering::Relaxed) {
-            return in_tx(&conn.c, "BEGIN IMMEDIATE", f);
+            return in_tx(&conn.c, conn.touch.as_ref(), "BEGIN IMMEDIATE", f);
         }
         if conn.batch.is_none() {
             exec(&conn.c, "BEGIN IMMEDIATE")?;
@@ -266,12 +294,15 @@ impl Store {
             }
         }
         exec(&conn.c, "SAVEPOINT op")?;
-        match f(&Tx::new(&conn.c)) {
+        match f(&Tx::new(&conn.c, conn.touch.as_ref())) {
             Ok(v) => {
                 exec(&conn.c, "RELEASE op")?;
                 Ok(v)
             }
             Err(e) => {
+                if let Some(t) = &conn.touch {
+                    t(Touch::All);
+                }
                 if conn.c.is_autocommit() {
                     // SQLite rolled the whole batch back (I/O error, full disk).
                     log::error!("a failed operation rolled back the uncommitted batch");
@@ -284,6 +315,18 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Tell `f` of every change each later write through this connection
+    /// makes, inside the write (the connection is held, so no read of it
+    /// runs meanwhile): records and link counts per inode, circles and
+    /// trusteeships as [`Touch::All`], and [`Touch::All`] when a write or a
+    /// batch is rolled back. Content, keys, xattrs and the change feed are
+    /// not reported. Every function of [`Tx`] that writes inodes, entries,
+    /// circles or trustees calls it.
+    pub fn on_touch(&self, f: TouchFn) -> Result<(), StoreError> {
+        self.lock()?.touch = Some(f);
+        Ok(())
     }
 
     /// The database as this connection sees it: equal versions mean no
@@ -303,9 +346,7 @@ impl Store {
     }
 
     fn version_of(&self, c: &Connection) -> Result<StoreVersion, StoreError> {
-        let dv: i64 = c
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
+        let dv = Tx::new(c, None).data_version()?;
         Ok(StoreVersion(dv, self.writes.load(Ordering::SeqCst)))
     }
 
@@ -329,6 +370,9 @@ impl Store {
             return Ok(());
         }
         if let Err(e) = exec(&conn.c, "COMMIT") {
+            if let Some(t) = &conn.touch {
+                t(Touch::All);
+            }
             if !conn.c.is_autocommit()
                 && let Err(re) = exec(&conn.c, "ROLLBACK")
             {
@@ -450,14 +494,21 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
 /// fails). The three statements are cached: no SQL is parsed per call.
 fn in_tx<T, E: From<StoreError>>(
     conn: &Connection,
+    touch: Option<&TouchFn>,
     begin: &str,
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
     let run = |sql: &str| exec(conn, sql);
+    let rolled_back = || {
+        if let Some(t) = touch {
+            t(Touch::All);
+        }
+    };
     run(begin)?;
-    let out = match f(&Tx::new(conn)) {
+    let out = match f(&Tx::new(conn, touch)) {
         Ok(v) => v,
         Err(e) => {
+            rolled_back();
             if let Err(re) = run("ROLLBACK") {
                 log::error!("rollback failed: {re}");
             }
@@ -465,6 +516,7 @@ fn in_tx<T, E: From<StoreError>>(
         }
     };
     if let Err(ce) = run("COMMIT") {
+        rolled_back();
         if !conn.is_autocommit()
             && let Err(re) = run("ROLLBACK")
         {

@@ -8,11 +8,28 @@ use crate::ids::{AccountId, CircleId, Epoch, InodeId};
 /// A transaction (or plain connection) on which every query of the store runs.
 pub struct Tx<'a> {
     pub(super) c: &'a Connection,
+    touch: Option<&'a super::TouchFn>,
 }
 
 impl<'a> Tx<'a> {
-    pub(super) fn new(c: &'a Connection) -> Self {
-        Tx { c }
+    pub(super) fn new(c: &'a Connection, touch: Option<&'a super::TouchFn>) -> Self {
+        Tx { c, touch }
+    }
+
+    /// Tell the connection's listener (see [`Store::on_touch`](super::Store::on_touch)) what a write changed.
+    pub(super) fn touched(&self, t: super::Touch) {
+        if let Some(f) = self.touch {
+            f(t);
+        }
+    }
+
+    /// `PRAGMA data_version` as this transaction sees it: it moves when
+    /// another connection commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .c
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?)
     }
 }
 
@@ -320,6 +337,7 @@ impl Tx<'_> {
 
     /// Set a circle's root inode.
     pub fn circle_set_root(&self, id: CircleId, root: InodeId) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         self.c
             .prepare_cached("UPDATE circles SET root_ino = ?2 WHERE id = ?1")?
             .execute(params![id.0, root.0])?;
@@ -328,6 +346,7 @@ impl Tx<'_> {
 
     /// Set a circle's current epoch.
     pub fn circle_set_epoch(&self, id: CircleId, epoch: Epoch) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         self.c
             .prepare_cached("UPDATE circles SET epoch = ?2 WHERE id = ?1")?
             .execute(params![id.0, epoch.0])?;
@@ -379,6 +398,7 @@ impl Tx<'_> {
 
     /// Delete a circle; trustees, keys, inodes and their rows cascade.
     pub fn circle_delete(&self, id: CircleId) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         // Dirents reference inodes without cascade on `ino`; remove them first.
         self.c
             .prepare_cached(
@@ -411,6 +431,7 @@ impl Tx<'_> {
         account: AccountId,
         level: i64,
     ) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         self.c
             .prepare_cached(
                 "INSERT INTO trustees(circle_id, account_id, level) VALUES (?1, ?2, ?3)",
@@ -426,6 +447,7 @@ impl Tx<'_> {
         account: AccountId,
         level: i64,
     ) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         self.c
             .prepare_cached(
                 "UPDATE trustees SET level = ?3 WHERE circle_id = ?1 AND account_id = ?2",
@@ -436,6 +458,7 @@ impl Tx<'_> {
 
     /// Remove a trustee and every circle key wrapped to them (all epochs).
     pub fn trustee_delete(&self, circle: CircleId, account: AccountId) -> Result<(), StoreError> {
+        self.touched(super::Touch::All);
         self.c
             .prepare_cached("DELETE FROM trustees WHERE circle_id = ?1 AND account_id = ?2")?
             .execute(params![circle.0, account.0])?;

@@ -344,7 +344,7 @@ impl Workspace {
         let nlink = self
             .vault
             .store()
-            .read(|tx| Self::nlink(tx, ino, attrs.kind, false))?;
+            .read(|tx| Self::nlink(tx, ino, attrs.kind))?;
         Ok(Some(super::Node { ino, attrs, nlink }))
     }
 

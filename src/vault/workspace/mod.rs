@@ -1,6 +1,7 @@
 //! A mounted account's view of its circles as a file tree: inode operations
 //! on `(circle, inode)` with every trust-level check, no FUSE types.
 
+mod attrcache;
 mod content;
 mod dirpos;
 mod feed;
@@ -104,6 +105,11 @@ pub struct Workspace {
     feed: Mutex<feed::FeedState>,
     read_only: bool,
     mount_lock: crate::store::blocks::MountLock,
+    /// Decrypted records and link counts (see [`attrcache`]).
+    attrs: Arc<attrcache::AttrCache>,
+    /// Check every cache hit against the store (debug builds, or
+    /// `CIRCLEFS_CHECK_ATTR_CACHE` set): a disagreement is an EIO.
+    check_cache: bool,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -122,6 +128,13 @@ impl Workspace {
     /// running, removes orphaned inodes and block files left by a crash.
     pub fn new(vault: Arc<Vault>, session: Arc<Session>, read_only: bool) -> Result<Workspace> {
         let (lock_guard, alone) = vault.store().mount_lock()?;
+        let cache = Arc::new(attrcache::AttrCache::default());
+        let weak = Arc::downgrade(&cache);
+        vault.store().on_touch(Arc::new(move |t| {
+            if let Some(c) = weak.upgrade() {
+                c.touch(t);
+            }
+        }))?;
         let ws = Workspace {
             vault,
             session,
@@ -140,6 +153,9 @@ impl Workspace {
             }),
             read_only,
             mount_lock: lock_guard,
+            attrs: cache,
+            check_cache: cfg!(debug_assertions)
+                || std::env::var_os("CIRCLEFS_CHECK_ATTR_CACHE").is_some(),
         };
         ws.vault.store().set_relaxed_sync()?;
         // Now present to the other mounts: wait once for their open
@@ -380,33 +396,150 @@ impl Workspace {
     }
 
     /// Link count of an inode as stored.
-    fn nlink(tx: &Tx<'_>, ino: InodeId, kind: Kind, is_root: bool) -> Result<u32> {
+    fn nlink(tx: &Tx<'_>, ino: InodeId, kind: Kind) -> Result<u32> {
         let n = if kind == Kind::Dir {
             2 + tx.subdir_count(ino)?
         } else {
             tx.dirent_links(ino)?
         };
-        let _ = is_root;
         Ok(n.clamp(0, u32::MAX as i64) as u32)
     }
 
     /// Attributes and link count of an inode (open files: the live state).
+    /// Answered from the attribute cache when it holds both at the
+    /// store's current data version, else read in a transaction.
     pub fn getattr(&self, ino: InodeId) -> Result<Node> {
         let live = self.open_attrs(ino)?;
-        self.vault.store().read(|tx| self.node_tx(tx, ino, live))
+        if live.is_none() {
+            let at = self.vault.store().version()?;
+            let version = at.data_version();
+            let c = self.attrs.get(ino, version);
+            if let (Some(circle), Some(attrs), Some(nlink)) = (c.circle, c.attrs, c.nlink)
+                && self.may_read(circle)
+            {
+                let node = Node { ino, attrs, nlink };
+                // Checked only if nothing was written since, here or
+                // elsewhere: a later change is not this answer's to see.
+                if self.check_cache {
+                    let store = self.vault.store();
+                    store.read(|tx| {
+                        if store.version_in(tx)? == at {
+                            self.check_cached(tx, &node)?;
+                        }
+                        Ok::<_, Error>(())
+                    })?;
+                }
+                self.attrs.count(attrcache::Outcome::Hit);
+                return Ok(node);
+            }
+        }
+        self.vault.store().read(|tx| {
+            let version = tx.data_version()?;
+            self.node_tx(tx, ino, live, version)
+        })
     }
 
-    /// An inode as a node, inside `tx`: access checked, attributes `live`
-    /// (an open file's) or else opened from the record, link count counted.
-    pub(super) fn node_tx(&self, tx: &Tx<'_>, ino: InodeId, live: Option<Attrs>) -> Result<Node> {
+    /// The attribute cache's outcomes so far, as a line for `-o opstats`.
+    pub fn cache_summary(&self) -> String {
+        let (hit, attrs, miss) = self.attrs.counts();
+        format!(
+            "attribute cache: {hit} hits, {attrs} hits of the record only (link count counted), {miss} misses (record read and opened)\n"
+        )
+    }
+
+    /// True when the session may read files of circle `c` (in-memory
+    /// view: what the cache returns was read under a full check).
+    fn may_read(&self, c: CircleId) -> bool {
+        self.access(c)
+            .and_then(|a| self.check(&a, Op::ReadFiles))
+            .is_ok()
+    }
+
+    /// An inode as a node, inside `tx` read at data version `version`:
+    /// access checked, attributes `live` (an open file's) or else the
+    /// stored record's, link count counted. What is read from the store
+    /// is cached; what the cache holds is used.
+    pub(super) fn node_tx(
+        &self,
+        tx: &Tx<'_>,
+        ino: InodeId,
+        live: Option<Attrs>,
+        version: i64,
+    ) -> Result<Node> {
+        if live.is_none() {
+            let c = self.attrs.get(ino, version);
+            if let (Some(circle), Some(attrs)) = (c.circle, c.attrs)
+                && self.may_read(circle)
+            {
+                let nlink = match c.nlink {
+                    Some(n) => {
+                        self.attrs.count(attrcache::Outcome::Hit);
+                        n
+                    }
+                    None => {
+                        self.attrs.count(attrcache::Outcome::HitAttrs);
+                        let n = Self::nlink(tx, ino, attrs.kind)?;
+                        self.attrs.put(ino, circle, version, None, Some(n));
+                        n
+                    }
+                };
+                let node = Node { ino, attrs, nlink };
+                if self.check_cache {
+                    self.check_cached(tx, &node)?;
+                }
+                return Ok(node);
+            }
+        }
         let (row, a) = self.row(tx, ino)?;
         self.check(&a, Op::ReadFiles)?;
+        let from_record = live.is_none();
+        if from_record {
+            self.attrs.count(attrcache::Outcome::Miss);
+        }
         let attrs = match live {
             Some(at) => at,
             None => a.keys.open_attrs(&row)?,
         };
-        let nlink = Self::nlink(tx, ino, attrs.kind, a.row.root == Some(ino))?;
+        let nlink = Self::nlink(tx, ino, attrs.kind)?;
+        if from_record {
+            self.attrs
+                .put(ino, row.circle, version, Some(&attrs), Some(nlink));
+        }
         Ok(Node { ino, attrs, nlink })
+    }
+
+    /// Compare a node answered from the cache with the store (debug
+    /// builds and test runs): any difference, including the store no
+    /// longer having or showing the inode, is a missed invalidation.
+    fn check_cached(&self, tx: &Tx<'_>, node: &Node) -> Result<()> {
+        let stored = self.row(tx, node.ino).and_then(|(row, a)| {
+            self.check(&a, Op::ReadFiles)?;
+            let attrs = a.keys.open_attrs(&row)?;
+            let nlink = Self::nlink(tx, node.ino, attrs.kind)?;
+            Ok((attrs, nlink))
+        });
+        match stored {
+            Ok((attrs, nlink)) if attrs == node.attrs && nlink == node.nlink => Ok(()),
+            Ok((attrs, nlink)) => {
+                log::error!(
+                    "attribute cache disagrees with the store for inode {}: cached {:?} nlink {}, stored {:?} nlink {}",
+                    node.ino,
+                    node.attrs,
+                    node.nlink,
+                    attrs,
+                    nlink
+                );
+                err(ErrorKind::Internal, "attribute cache out of date")
+            }
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Forbidden) => {
+                log::error!(
+                    "attribute cache answered for inode {} that the store refuses: {e}",
+                    node.ino
+                );
+                err(ErrorKind::Internal, "attribute cache out of date")
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Open record `row` of `ino`, change it with `f` and save it in `tx`
@@ -438,7 +571,9 @@ impl Workspace {
         attrs: &Attrs,
     ) -> Result<i64> {
         let (e, sealed) = a.keys.seal_attrs(ino, attrs)?;
-        Ok(tx.inode_update(ino, e, &sealed)?)
+        let seq = tx.inode_update(ino, e, &sealed)?;
+        self.attrs.saved(ino, a.row.id, attrs);
+        Ok(seq)
     }
 
     /// The circle an inode belongs to, with the session's level (for the

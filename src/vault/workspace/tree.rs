@@ -155,7 +155,7 @@ impl Workspace {
             let d = self
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
-            self.node_tx(tx, d.ino, None)
+            self.node_tx(tx, d.ino, None, tx.data_version()?)
         })?;
         // An open file's live attributes, outside the transaction: an open
         // file's lock is never taken while the store lock is held.
@@ -200,6 +200,7 @@ impl Workspace {
             let (a, _) = self.dir(tx, dir)?;
             self.check(&a, Op::ReadFiles)?;
             let epoch = a.row.epoch;
+            let version = if nodes { tx.data_version()? } else { 0 };
             let seek = dirpos::decode(from, epoch);
             let key = seek.map(|s| s.key());
             let rows = tx.dirent_list_kinds(
@@ -222,7 +223,7 @@ impl Workspace {
                     .ok_or_else(|| Error::new(ErrorKind::Integrity, "bad inode kind"))?;
                 let name = self.open_name(&a, d)?;
                 let node = if nodes {
-                    match self.node_tx(tx, d.ino, None) {
+                    match self.node_tx(tx, d.ino, None, version) {
                         Ok(n) => Some(n),
                         Err(e) => {
                             log::debug!("entry left out of a listing: {e}");
@@ -614,7 +615,7 @@ impl Workspace {
             self.save_attrs(tx, &a, newparent, &pb)?;
             let node = match self.touch_ctime_tx(tx, &a, ino, &row, now)? {
                 Some(attrs) => {
-                    let nlink = Self::nlink(tx, ino, attrs.kind, false)?;
+                    let nlink = Self::nlink(tx, ino, attrs.kind)?;
                     Some(Node { ino, attrs, nlink })
                 }
                 None => None,
