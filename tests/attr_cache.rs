@@ -149,22 +149,42 @@ fn another_connections_change_is_seen_at_once() {
     assert_eq!(wa.getattr(f).unwrap().nlink, 2);
 }
 
-#[test]
-fn a_removed_trustee_gets_nothing_from_the_cache() {
-    let t = TempStore::new();
+/// Alice's workspace and circle root, bob's workspace on his own vault,
+/// and file `f` (made by alice) whose attributes bob has cached.
+struct BobCached {
+    _wa: Workspace,
+    root: InodeId,
+    vb: Arc<Vault>,
+    wb: Workspace,
+    f: InodeId,
+}
+
+fn bob_cached(t: &TempStore) -> BobCached {
     let (wa, root) = t.alice_alone();
-    let wb = bob_workspace(&t);
+    let (vb, wb) = bob_on_own_vault(t);
     let f = wa
         .create_node(root, b"f", 0o644, NewNode::File, ME)
         .unwrap()
         .ino;
     wb.getattr(f).unwrap();
     wb.getattr(f).unwrap();
+    BobCached {
+        _wa: wa,
+        root,
+        vb,
+        wb,
+        f,
+    }
+}
+
+#[test]
+fn a_removed_trustee_gets_nothing_from_the_cache() {
+    let t = TempStore::new();
+    let b = bob_cached(&t);
     let out = t.admin_cli("alice", &["trustee", "remove", "s", "bob"]);
     assert!(util::stdout(&out).starts_with("200"), "{out:?}");
-    refused(&wb, f, "bob was removed");
-    refused(&wb, root, "bob was removed");
-    drop(wa);
+    refused(&b.wb, b.f, "bob was removed");
+    refused(&b.wb, b.root, "bob was removed");
 }
 
 #[test]
@@ -173,18 +193,11 @@ fn a_removal_made_on_the_mounts_own_connection_empties_the_cache() {
     // no other connection commits, so only the store's report of the
     // trustee change can make bob's cache forget.
     let t = TempStore::new();
-    let (wa, root) = t.alice_alone();
-    let (vb, wb) = bob_on_own_vault(&t);
-    let f = wa
-        .create_node(root, b"f", 0o644, NewNode::File, ME)
-        .unwrap()
-        .ino;
-    wb.getattr(f).unwrap();
-    wb.getattr(f).unwrap();
-    let alice = vb.unlock("alice", &util::pass("alice-pw")).unwrap();
-    vb.trustee_remove(&alice, "s", &["bob".to_string()])
+    let b = bob_cached(&t);
+    let alice = b.vb.unlock("alice", &util::pass("alice-pw")).unwrap();
+    b.vb.trustee_remove(&alice, "s", &["bob".to_string()])
         .unwrap();
-    refused(&wb, f, "bob was removed");
+    refused(&b.wb, b.f, "bob was removed");
 }
 
 #[test]
@@ -192,16 +205,9 @@ fn a_circle_deleted_on_the_mounts_own_connection_leaves_nothing_cached() {
     // The deletion removes the inodes by cascade, with no record written:
     // only the store's report of the circle change empties the cache.
     let t = TempStore::new();
-    let (wa, root) = t.alice_alone();
-    let (vb, wb) = bob_on_own_vault(&t);
-    let f = wa
-        .create_node(root, b"f", 0o644, NewNode::File, ME)
-        .unwrap()
-        .ino;
-    wb.getattr(f).unwrap();
-    wb.getattr(f).unwrap();
-    let alice = vb.unlock("alice", &util::pass("alice-pw")).unwrap();
-    vb.circle_delete(&alice, "s").unwrap();
-    refused(&wb, f, "the file is gone");
-    refused(&wb, root, "and its circle");
+    let b = bob_cached(&t);
+    let alice = b.vb.unlock("alice", &util::pass("alice-pw")).unwrap();
+    b.vb.circle_delete(&alice, "s").unwrap();
+    refused(&b.wb, b.f, "the file is gone");
+    refused(&b.wb, b.root, "and its circle");
 }

@@ -313,28 +313,34 @@ impl Attrs {
     }
 }
 
+/// A file's attributes for tests: `size` bytes, `extents` written ranges.
+#[cfg(test)]
+pub(crate) fn sample_file(size: u64, extents: &[(u64, u64)]) -> Attrs {
+    Attrs {
+        kind: Kind::File,
+        mode: 0o100644,
+        uid: 1,
+        gid: 2,
+        rdev: 0,
+        size,
+        atime: Time { sec: 1, nsec: 2 },
+        mtime: Time { sec: -3, nsec: 4 },
+        ctime: Time::default(),
+        crtime: Time::default(),
+        content: ContentId([7; 16]),
+        keygen: KeyGen(3),
+        extents: Extents(extents.to_vec()),
+        target: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn sample() -> Attrs {
-        Attrs {
-            kind: Kind::File,
-            mode: 0o100644,
-            uid: 1,
-            gid: 2,
-            rdev: 0,
-            size: 12345,
-            atime: Time { sec: 1, nsec: 2 },
-            mtime: Time { sec: -3, nsec: 4 },
-            ctime: Time::default(),
-            crtime: Time::default(),
-            content: ContentId([7; 16]),
-            keygen: KeyGen(3),
-            extents: Extents(vec![(0, 2), (5, 9)]),
-            target: vec![],
-        }
+        sample_file(12345, &[(0, 2), (5, 9)])
     }
 
     #[test]

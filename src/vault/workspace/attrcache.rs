@@ -205,26 +205,12 @@ impl AttrCache {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::format::attrs::{Extents, Kind, Time};
-    use crate::ids::{ContentId, KeyGen};
+    use crate::format::attrs::sample_file;
 
+    /// A file of `size` bytes with `extents` written ranges.
     fn attrs(size: u64, extents: usize) -> Attrs {
-        Attrs {
-            kind: Kind::File,
-            mode: 0o100644,
-            uid: 1,
-            gid: 2,
-            rdev: 0,
-            size,
-            atime: Time::default(),
-            mtime: Time::default(),
-            ctime: Time::default(),
-            crtime: Time::default(),
-            content: ContentId([7; 16]),
-            keygen: KeyGen(1),
-            extents: Extents((0..extents as u64).map(|i| (2 * i, 2 * i + 1)).collect()),
-            target: vec![],
-        }
+        let ranges: Vec<(u64, u64)> = (0..extents as u64).map(|i| (2 * i, 2 * i + 1)).collect();
+        sample_file(size, &ranges)
     }
 
     const C: CircleId = CircleId(1);
