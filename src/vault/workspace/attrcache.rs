@@ -81,6 +81,7 @@ impl AttrCache {
             Err(p) => {
                 let mut g = p.into_inner();
                 *g = Inner::default();
+                self.inner.clear_poison();
                 T::default()
             }
         }
