@@ -211,3 +211,28 @@ fn a_circle_deleted_on_the_mounts_own_connection_leaves_nothing_cached() {
     refused(&b.wb, b.f, "the file is gone");
     refused(&b.wb, b.root, "and its circle");
 }
+
+#[test]
+fn two_workspaces_on_one_connection_both_follow_its_writes() {
+    // Each workspace's cache is told of the connection's writes: the
+    // second one's listener does not replace the first one's.
+    let t = TempStore::new();
+    let (wa, root) = t.alice_alone();
+    let wa2 = Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap();
+    let f = wa
+        .create_node(root, b"f", 0o644, NewNode::File, ME)
+        .unwrap()
+        .ino;
+    wa.getattr(f).unwrap();
+    wa.getattr(f).unwrap();
+    wa2.setattr(
+        f,
+        &SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        },
+        ME,
+    )
+    .unwrap();
+    assert_eq!(wa.getattr(f).unwrap().attrs.mode & 0o777, 0o600);
+}

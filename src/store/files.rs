@@ -3,10 +3,10 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{StoreError, Touch, Tx};
+use crate::ids::{CircleId, Epoch, InodeId, KeyGen};
 
 /// The clear kind byte of a directory (`inodes.kind`, `dirents.kind`).
 const DIR_KIND: i64 = 2;
-use crate::ids::{CircleId, Epoch, InodeId, KeyGen};
 
 /// Stored inode row (attributes sealed).
 #[derive(Clone, Debug)]

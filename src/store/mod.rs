@@ -296,7 +296,12 @@ impl Store {
         exec(&conn.c, "SAVEPOINT op")?;
         match f(&Tx::new(&conn.c, conn.touch.as_ref())) {
             Ok(v) => {
-                exec(&conn.c, "RELEASE op")?;
+                if let Err(e) = exec(&conn.c, "RELEASE op") {
+                    if let Some(t) = &conn.touch {
+                        t(Touch::All);
+                    }
+                    return Err(e.into());
+                }
                 Ok(v)
             }
             Err(e) => {
@@ -323,9 +328,17 @@ impl Store {
     /// trusteeships as [`Touch::All`], and [`Touch::All`] when a write or a
     /// batch is rolled back. Content, keys, xattrs and the change feed are
     /// not reported. Every function of [`Tx`] that writes inodes, entries,
-    /// circles or trustees calls it.
+    /// circles or trustees calls it. Listeners add up (each workspace on
+    /// this connection is told), in the order they were given.
     pub fn on_touch(&self, f: TouchFn) -> Result<(), StoreError> {
-        self.lock()?.touch = Some(f);
+        let mut conn = self.lock()?;
+        conn.touch = Some(match conn.touch.take() {
+            Some(prev) => std::sync::Arc::new(move |t| {
+                prev(t);
+                f(t);
+            }),
+            None => f,
+        });
         Ok(())
     }
 
