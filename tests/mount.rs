@@ -880,9 +880,7 @@ fn opstats_table_is_written_at_unmount() {
     if !fuse_available() {
         return;
     }
-    let stats_dir = tempfile::tempdir().unwrap();
-    let out = stats_dir.path().join("ops.md");
-    let opt = format!("opstats={}", out.display());
+    let (_stats_dir, out, opt) = opstats_opt();
     let (_t, m) = setup_with("o", &[&opt]);
     let d = m.path("o");
     for i in 0..5 {
@@ -1030,9 +1028,7 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
     // Only reads and listings through this mount, so no descriptor that
     // a FLUSH could be sent for (a close of an inherited copy, as a fork
     // by a test running alongside makes, included).
-    let stats_dir = tempfile::tempdir().unwrap();
-    let out = stats_dir.path().join("ops.md");
-    let opt = format!("opstats={}", out.display());
+    let (_stats_dir, out, opt) = opstats_opt();
     let m = Mount::new(
         &t.store(),
         &t.dir.path().join("mnt"),
@@ -1059,6 +1055,15 @@ fn read_only_closes_send_no_flush_and_directories_are_not_opened() {
     // At most the first OPENDIR (answered ENOSYS), and no RELEASEDIR.
     assert!(count("OPENDIR") <= 1, "{table}");
     assert_eq!(count("RELEASEDIR"), 0, "{table}");
+}
+
+/// A place for an `-o opstats` table (kept while the directory lives) and
+/// the mount option that asks for it there.
+fn opstats_opt() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ops.md");
+    let opt = format!("opstats={}", out.display());
+    (dir, out, opt)
 }
 
 /// The `-o opstats` table a mount writes to `out` at unmount (waited for).

@@ -61,6 +61,13 @@ pub enum Touch {
 /// The listener of [`Store::on_touch`].
 pub type TouchFn = std::sync::Arc<dyn Fn(Touch) + Send + Sync>;
 
+/// Tell the listener, if any, of `t`.
+fn tell(touch: Option<&TouchFn>, t: Touch) {
+    if let Some(f) = touch {
+        f(t);
+    }
+}
+
 /// The connection and the write batch it may hold open (group commit).
 pub(crate) struct Conn {
     c: Connection,
@@ -297,17 +304,13 @@ impl Store {
         match f(&Tx::new(&conn.c, conn.touch.as_ref())) {
             Ok(v) => {
                 if let Err(e) = exec(&conn.c, "RELEASE op") {
-                    if let Some(t) = &conn.touch {
-                        t(Touch::All);
-                    }
+                    tell(conn.touch.as_ref(), Touch::All);
                     return Err(e.into());
                 }
                 Ok(v)
             }
             Err(e) => {
-                if let Some(t) = &conn.touch {
-                    t(Touch::All);
-                }
+                tell(conn.touch.as_ref(), Touch::All);
                 if conn.c.is_autocommit() {
                     // SQLite rolled the whole batch back (I/O error, full disk).
                     log::error!("a failed operation rolled back the uncommitted batch");
@@ -383,9 +386,7 @@ impl Store {
             return Ok(());
         }
         if let Err(e) = exec(&conn.c, "COMMIT") {
-            if let Some(t) = &conn.touch {
-                t(Touch::All);
-            }
+            tell(conn.touch.as_ref(), Touch::All);
             if !conn.c.is_autocommit()
                 && let Err(re) = exec(&conn.c, "ROLLBACK")
             {
@@ -512,11 +513,7 @@ fn in_tx<T, E: From<StoreError>>(
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
     let run = |sql: &str| exec(conn, sql);
-    let rolled_back = || {
-        if let Some(t) = touch {
-            t(Touch::All);
-        }
-    };
+    let rolled_back = || tell(touch, Touch::All);
     run(begin)?;
     let out = match f(&Tx::new(conn, touch)) {
         Ok(v) => v,

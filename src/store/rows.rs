@@ -18,9 +18,7 @@ impl<'a> Tx<'a> {
 
     /// Tell the connection's listener (see [`Store::on_touch`](super::Store::on_touch)) what a write changed.
     pub(super) fn touched(&self, t: super::Touch) {
-        if let Some(f) = self.touch {
-            f(t);
-        }
+        super::tell(self.touch, t);
     }
 
     /// `PRAGMA data_version` as this transaction sees it: it moves when

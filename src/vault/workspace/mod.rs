@@ -412,11 +412,7 @@ impl Workspace {
         let live = self.open_attrs(ino)?;
         if live.is_none() {
             let at = self.vault.store().version()?;
-            let version = at.data_version();
-            let c = self.attrs.get(ino, version);
-            if let (Some(circle), Some(attrs), Some(nlink)) = (c.circle, c.attrs, c.nlink)
-                && self.may_read(circle)
-            {
+            if let Some((_, attrs, Some(nlink))) = self.cached(ino, at.data_version()) {
                 let node = Node { ino, attrs, nlink };
                 // Checked only if nothing was written since, here or
                 // elsewhere: a later change is not this answer's to see.
@@ -447,12 +443,17 @@ impl Workspace {
         )
     }
 
-    /// True when the session may read files of circle `c` (in-memory
-    /// view: what the cache returns was read under a full check).
-    fn may_read(&self, c: CircleId) -> bool {
-        self.access(c)
+    /// What the cache holds of `ino` at data version `version` (its
+    /// circle, record and link count if known), when the session may
+    /// still read files of that circle (in-memory view: the entry was
+    /// read under a full check).
+    fn cached(&self, ino: InodeId, version: i64) -> Option<(CircleId, Attrs, Option<u32>)> {
+        let c = self.attrs.get(ino, version);
+        let (circle, attrs) = (c.circle?, c.attrs?);
+        self.access(circle)
             .and_then(|a| self.check(&a, Op::ReadFiles))
-            .is_ok()
+            .ok()?;
+        Some((circle, attrs, c.nlink))
     }
 
     /// An inode as a node, inside `tx` read at data version `version`:
@@ -466,12 +467,9 @@ impl Workspace {
         live: Option<Attrs>,
         version: i64,
     ) -> Result<Node> {
-        if live.is_none() {
-            let c = self.attrs.get(ino, version);
-            if let (Some(circle), Some(attrs)) = (c.circle, c.attrs)
-                && self.may_read(circle)
-            {
-                let nlink = match c.nlink {
+        let Some(live) = live else {
+            if let Some((circle, attrs, nlink)) = self.cached(ino, version) {
+                let nlink = match nlink {
                     Some(n) => {
                         self.attrs.count(attrcache::Outcome::Hit);
                         n
@@ -489,45 +487,46 @@ impl Workspace {
                 }
                 return Ok(node);
             }
-        }
+            self.attrs.count(attrcache::Outcome::Miss);
+            let (circle, node) = self.stored_node(tx, ino)?;
+            self.attrs
+                .put(ino, circle, version, Some(&node.attrs), Some(node.nlink));
+            return Ok(node);
+        };
+        let (_, a) = self.row(tx, ino)?;
+        self.check(&a, Op::ReadFiles)?;
+        let nlink = Self::nlink(tx, ino, live.kind)?;
+        Ok(Node {
+            ino,
+            attrs: live,
+            nlink,
+        })
+    }
+
+    /// An inode as the store holds it, inside `tx`: access checked,
+    /// record opened, link count counted; with its circle.
+    fn stored_node(&self, tx: &Tx<'_>, ino: InodeId) -> Result<(CircleId, Node)> {
         let (row, a) = self.row(tx, ino)?;
         self.check(&a, Op::ReadFiles)?;
-        let from_record = live.is_none();
-        if from_record {
-            self.attrs.count(attrcache::Outcome::Miss);
-        }
-        let attrs = match live {
-            Some(at) => at,
-            None => a.keys.open_attrs(&row)?,
-        };
+        let attrs = a.keys.open_attrs(&row)?;
         let nlink = Self::nlink(tx, ino, attrs.kind)?;
-        if from_record {
-            self.attrs
-                .put(ino, row.circle, version, Some(&attrs), Some(nlink));
-        }
-        Ok(Node { ino, attrs, nlink })
+        Ok((row.circle, Node { ino, attrs, nlink }))
     }
 
     /// Compare a node answered from the cache with the store (debug
     /// builds and test runs): any difference, including the store no
     /// longer having or showing the inode, is a missed invalidation.
     fn check_cached(&self, tx: &Tx<'_>, node: &Node) -> Result<()> {
-        let stored = self.row(tx, node.ino).and_then(|(row, a)| {
-            self.check(&a, Op::ReadFiles)?;
-            let attrs = a.keys.open_attrs(&row)?;
-            let nlink = Self::nlink(tx, node.ino, attrs.kind)?;
-            Ok((attrs, nlink))
-        });
-        match stored {
-            Ok((attrs, nlink)) if attrs == node.attrs && nlink == node.nlink => Ok(()),
-            Ok((attrs, nlink)) => {
+        match self.stored_node(tx, node.ino) {
+            Ok((_, s)) if s.attrs == node.attrs && s.nlink == node.nlink => Ok(()),
+            Ok((_, s)) => {
                 log::error!(
                     "attribute cache disagrees with the store for inode {}: cached {:?} nlink {}, stored {:?} nlink {}",
                     node.ino,
                     node.attrs,
                     node.nlink,
-                    attrs,
-                    nlink
+                    s.attrs,
+                    s.nlink
                 );
                 err(ErrorKind::Internal, "attribute cache out of date")
             }
