@@ -22,9 +22,16 @@ use crate::format::attrs::Attrs;
 use crate::ids::{CircleId, InodeId};
 use crate::store::Touch;
 
-/// Entries kept at most; the cache empties when it would grow past this
-/// (records with many extents are not kept at all, see [`MAX_EXTENTS`]).
-pub(super) const CAPACITY: usize = 8192;
+/// Entries kept at most (records with many extents are not kept at all,
+/// see [`MAX_EXTENTS`]): about 250 bytes each, so at most about 8 MiB. A
+/// source tree with its git objects (the bench's: about 12,000 inodes)
+/// fits.
+pub(super) const CAPACITY: usize = 32_768;
+
+/// Entries left when a full cache makes room: a quarter is dropped at a
+/// time, in the map's (random) order, so that a working set larger than
+/// the cache still finds most of its entries.
+const AFTER_EVICTION: usize = CAPACITY / 4 * 3;
 
 /// Records whose extent list is longer than this are not cached (bounds
 /// the cache's memory to about `CAPACITY` small records).
@@ -175,7 +182,14 @@ impl AttrCache {
     ) {
         let attrs = attrs.filter(|a| a.extents.0.len() <= MAX_EXTENTS);
         if !c.map.contains_key(&ino) && c.map.len() >= CAPACITY {
-            c.map.clear();
+            let mut drop = c.map.len() - AFTER_EVICTION;
+            c.map.retain(|_, _| {
+                if drop == 0 {
+                    return true;
+                }
+                drop -= 1;
+                false
+            });
         }
         let e = c.map.entry(ino).or_insert(Entry {
             circle,
@@ -262,10 +276,15 @@ mod tests {
     #[test]
     fn size_is_bounded() {
         let c = AttrCache::default();
-        for i in 0..(CAPACITY as i64 * 3) {
+        for i in 0..(CAPACITY as i64 * 3 + 1) {
             c.put(InodeId(i + 1), C, 1, Some(&attrs(1, 1)), Some(1));
             assert!(c.len() <= CAPACITY);
         }
+        // Making room drops a quarter, not everything, and keeps the new
+        // entry.
+        assert!(c.len() > AFTER_EVICTION);
+        let last = InodeId(CAPACITY as i64 * 3 + 1);
+        assert!(c.get(last, 1).attrs.is_some());
         // Records with long extent lists are not kept.
         c.put(InodeId(1), C, 2, Some(&attrs(1, MAX_EXTENTS + 1)), Some(1));
         assert!(c.get(InodeId(1), 2).attrs.is_none());
