@@ -5,11 +5,16 @@
 mod util;
 
 use circlefs::control::{Command, execute, parse_line};
+#[cfg(feature = "test-hooks")]
 use circlefs::crypto::Key32;
+#[cfg(feature = "test-hooks")]
 use circlefs::crypto::wrap::KeyPair;
 use circlefs::error::{ErrorKind, Status};
+#[cfg(feature = "test-hooks")]
 use circlefs::format::aad;
-use circlefs::ids::{AccountId, CircleId, Epoch};
+use circlefs::ids::Epoch;
+#[cfg(feature = "test-hooks")]
+use circlefs::ids::{AccountId, CircleId};
 use circlefs::level::TrustLevel;
 use circlefs::vault::Session;
 use rusqlite::Connection;
