@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Commit every operation on its own (no group commit).
     pub no_batch: bool,
+    /// Store every write at once (no write-behind for new small files).
+    pub no_write_behind: bool,
     /// Time every FUSE request; write the table here at unmount.
     pub opstats: Option<PathBuf>,
 }
@@ -45,6 +47,7 @@ impl MountOptions {
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
                 "nobatch" => o.no_batch = true,
+                "nowritebehind" => o.no_write_behind = true,
                 x if x.starts_with("opstats=") && x.len() > 8 => {
                     // Absolute: the daemon leaves the caller's directory.
                     o.opstats = Some(std::path::absolute(&x[8..]).map_err(|e| {
@@ -64,7 +67,7 @@ impl MountOptions {
                     return err(
                         ErrorKind::BadRequest,
                         format!(
-                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch, opstats=FILE)"
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch, nowritebehind, opstats=FILE)"
                         ),
                     );
                 }
@@ -138,6 +141,8 @@ pub fn serve(
     harden();
     let session = Arc::new(session);
     let ws = Arc::new(Workspace::new(vault, session, opts.read_only)?);
+    // The change poll below settles pending writes every 250 ms.
+    ws.set_write_behind(!opts.no_write_behind);
     let mut fs = CircleFs::new(ws.clone());
     if let Some(p) = &opts.opstats {
         fs = fs.with_opstats(p.clone());
@@ -246,6 +251,12 @@ mod tests {
     fn mount_options_parse() {
         let o = MountOptions::parse(&["ro,allow_other".into(), "threads=4".into()]).unwrap();
         assert!(o.read_only && o.allow_other && o.threads == 4);
+        assert!(!o.no_write_behind);
+        assert!(
+            MountOptions::parse(&["nowritebehind".into()])
+                .unwrap()
+                .no_write_behind
+        );
         assert!(MountOptions::parse(&["bogus".into()]).is_err());
         assert!(MountOptions::parse(&["threads=0".into()]).is_err());
         let o = MountOptions::parse(&["opstats=ops.md".into()]).unwrap();

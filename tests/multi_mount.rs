@@ -451,3 +451,63 @@ fn other_mounts_changes_reach_a_warm_kernel_cache() {
     fs::write(b.path("s/d/bob"), b"b").unwrap();
     assert_eq!(fs::read(a.path("s/d/bob")).unwrap(), b"b");
 }
+
+#[test]
+fn pending_writes_of_a_mount_that_was_alone_reach_one_that_joins() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TempStore::new();
+    t.user("alice");
+    t.user("bob");
+    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
+    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
+    let a = Mount::new(
+        &t.store(),
+        &t.dir.path().join("a"),
+        "alice",
+        &t.pwfile("alice"),
+        &[],
+    );
+    // Alone: the first writes of a new small file wait in alice's daemon
+    // (write-behind) until its change poll stores them, though the file
+    // stays open. (No process is spawned meanwhile: a child closes this
+    // process's descriptors at exec, and every close is a flush, which
+    // stores them too.)
+    let mut h = fs::File::create(a.path("s/f")).unwrap();
+    h.write_all(b"written while alone").unwrap();
+    let db =
+        rusqlite::Connection::open_with_flags(t.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let rows = || -> i64 {
+        db.query_row("SELECT count(*) FROM inline_slots", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(
+        within_feed_delay(|| rows() == 1),
+        "the poll did not store the content of a file kept open"
+    );
+    let b = Mount::new(
+        &t.store(),
+        &t.dir.path().join("b"),
+        "bob",
+        &t.pwfile("bob"),
+        &[],
+    );
+    // Alice's change poll stores them; bob's change feed brings them in.
+    assert!(
+        within_feed_delay(|| fs::read(b.path("s/f")).unwrap() == b"written while alone"),
+        "bob never saw the content of a file alice keeps open"
+    );
+    // And the file is not locked against bob: he appends, alice reads.
+    let mut hb = fs::OpenOptions::new()
+        .append(true)
+        .open(b.path("s/f"))
+        .unwrap();
+    hb.write_all(b" + bob").unwrap();
+    drop(hb);
+    drop(h);
+    assert!(within_feed_delay(
+        || fs::read(a.path("s/f")).unwrap() == b"written while alone + bob"
+    ));
+}

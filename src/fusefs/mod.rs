@@ -1091,6 +1091,11 @@ impl CircleFs {
 /// Poll for changes made by other processes; invalidate the root when the
 /// circle set changed. Called periodically by the daemon.
 pub fn poll_changes(ws: &Workspace, notifier: &OnceLock<Notifier>) {
+    // Written content still pending in open files is stored (it must not
+    // wait in the daemon alone, nor keep its inode lock, for long).
+    if let Err(e) = ws.settle_pending() {
+        log::warn!("storing pending writes failed: {e}");
+    }
     match ws.refresh(false) {
         Ok(true) => invalidate_membership(ws, notifier),
         Ok(false) => {}

@@ -47,14 +47,15 @@ pub const INODE_LOCKS: &str = "inodes.lock";
 /// read-modify-writes. Each holder uses a description of its own (from the
 /// store's pool), so holders in one process exclude each other like those
 /// in different mounts. Released on drop. Needs no file per inode, so it
-/// covers files whose content is inline as well as block files.
-pub struct InodeLock<'a> {
+/// covers files whose content is inline as well as block files. Owns what
+/// it needs (an open file state may keep it while it has content pending).
+pub struct InodeLock {
     f: Option<File>,
     ino: InodeId,
-    store: &'a Store,
+    pool: std::sync::Arc<std::sync::Mutex<Vec<File>>>,
 }
 
-impl std::fmt::Debug for InodeLock<'_> {
+impl std::fmt::Debug for InodeLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "InodeLock({})", self.ino)
     }
@@ -95,12 +96,12 @@ fn ofd_lock(f: &File, at: i64, ty: i32, wait: bool) -> nix::Result<()> {
 /// Idle lock descriptions kept for reuse.
 const LOCK_POOL: usize = 16;
 
-impl Drop for InodeLock<'_> {
+impl Drop for InodeLock {
     fn drop(&mut self) {
         let Some(f) = self.f.take() else { return };
         match ofd_lock(&f, self.ino.0, libc::F_UNLCK, false) {
             Ok(()) => {
-                if let Ok(mut pool) = self.store.lock_pool.lock()
+                if let Ok(mut pool) = self.pool.lock()
                     && pool.len() < LOCK_POOL
                 {
                     pool.push(f);
@@ -153,7 +154,7 @@ impl Store {
     }
 
     /// Wait for the cross-process lock of `ino` (see [`InodeLock`]).
-    pub fn inode_lock(&self, ino: InodeId, exclusive: bool) -> Result<InodeLock<'_>, StoreError> {
+    pub fn inode_lock(&self, ino: InodeId, exclusive: bool) -> Result<InodeLock, StoreError> {
         if ino.0 < 0 {
             return Err(StoreError::Corrupt("negative inode id".into()));
         }
@@ -181,7 +182,7 @@ impl Store {
         Ok(InodeLock {
             f: Some(f),
             ino,
-            store: self,
+            pool: self.lock_pool.clone(),
         })
     }
 

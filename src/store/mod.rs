@@ -126,7 +126,7 @@ pub struct Store {
     /// The change-feed origin of this connection, once its triggers exist.
     feed_origin: std::sync::OnceLock<i64>,
     /// Idle open descriptions of `inodes.lock` (see [`blocks::InodeLock`]).
-    lock_pool: Mutex<Vec<std::fs::File>>,
+    lock_pool: std::sync::Arc<Mutex<Vec<std::fs::File>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,7 +201,7 @@ impl Store {
             writes: AtomicU64::new(0),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
-            lock_pool: Mutex::new(Vec::new()),
+            lock_pool: std::sync::Arc::new(Mutex::new(Vec::new())),
         };
         store.migrate()?;
         Ok(store)

@@ -10,11 +10,26 @@ use crate::crypto::{Key32, aead::OVERHEAD};
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::format::aad;
 use crate::format::attrs::{Attrs, Kind, Time};
-use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, parse_slot, put_header};
+use crate::format::block::{
+    BLOCK_SIZE, HEADER, INLINE_SLOTS, SLOT, blocks_for, parse_slot, put_header,
+};
 use crate::ids::{BlockIndex, Epoch, InodeId, KeyGen};
 use crate::store::blocks::InodeLock;
 
 mod slots;
+
+/// Content of a new small file written through this state and not stored
+/// yet (write-behind): its whole inline row, sealed as it will be stored,
+/// with the record changes in the state's attributes, and the file's
+/// exclusive inode lock, held from the first such write until the row is
+/// stored, so that no other mount reads, writes or re-keys the file
+/// meanwhile. Stored (settled) by the flush of any handle, by any record
+/// save, before any other operation that takes the inode lock, and by the
+/// daemon's 250 ms poll.
+struct Pending {
+    row: Vec<u8>,
+    lock: InodeLock,
+}
 
 use super::{CircleAccess, Op, Workspace, lock};
 
@@ -59,6 +74,8 @@ pub struct OpenFile {
     /// The store version at the last full revalidation (access and record
     /// reload): while the store is at that version, nothing needs reading.
     validated: Option<crate::store::StoreVersion>,
+    /// Written content not stored yet (write-behind).
+    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -88,6 +105,7 @@ impl OpenFile {
             times_set: false,
             seq,
             validated: None,
+            pending: None,
         }
     }
 
@@ -186,6 +204,15 @@ impl Workspace {
                     fresh.atime = st.attrs.atime;
                     fresh.mtime = st.attrs.mtime;
                 }
+                if st.pending.is_some() {
+                    // This state holds the inode lock with content not
+                    // stored yet: no other mount changed the content (an
+                    // owner, a mode or times it may have changed).
+                    fresh.size = st.attrs.size;
+                    fresh.extents = st.attrs.extents.clone();
+                    fresh.keygen = st.attrs.keygen;
+                    fresh.content = st.attrs.content;
+                }
                 st.attrs = fresh;
                 st.seq = row.seq;
                 st.no_slots = false;
@@ -213,21 +240,100 @@ impl Workspace {
     /// Save the state's attributes (and `inline` as the inline slots) in
     /// one write, under the circle's access as of that write; the state
     /// then holds what the store holds.
+    /// Content pending (write-behind) is stored with it: a record saved
+    /// without it would describe slots that are not there. Its inode lock
+    /// is released once the write is committed for other mounts.
     fn save_state(&self, ino: InodeId, st: &mut OpenFile, inline: Option<&[u8]>) -> Result<()> {
+        let pending = if inline.is_none() {
+            st.pending.take()
+        } else {
+            None
+        };
+        let inline = inline.or(pending.as_ref().map(|p| p.row.as_slice()));
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
-        let (seq, access) = self.write_own(st, |tx| {
+        let r = self.write_own(st, |tx| {
             if let Some(row) = inline {
                 tx.inline_put(ino, row)?;
             }
             let access = self.access_tx(tx, circle)?;
             Ok((self.save_attrs(tx, &access, ino, &attrs)?, access))
-        })?;
+        });
+        let (seq, access) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                // Kept (with its lock) for the next attempt.
+                if pending.is_some() {
+                    st.pending = pending;
+                }
+                return Err(e);
+            }
+        };
         st.seq = seq;
         st.access = access;
         st.dirty = false;
         st.times_set = false;
+        if pending.is_some() {
+            self.commit_for_others()?;
+        }
         Ok(())
+    }
+
+    /// Store the state's pending content, if any, with its record (one
+    /// write, committed at once when another mount is present) and hand
+    /// back the inode lock it held. What another mount changed meanwhile
+    /// (owner, mode, times; never content) is kept. On failure the content
+    /// stays pending, lock held, for the next attempt.
+    fn settle(&self, ino: InodeId, st: &mut OpenFile) -> Result<Option<InodeLock>> {
+        if st.pending.is_none() {
+            return Ok(None);
+        }
+        self.revalidate(ino, st, Op::WriteFiles, true)?;
+        let Some(p) = st.pending.take() else {
+            return Ok(None);
+        };
+        if let Err(e) = self.save_state(ino, st, Some(&p.row)) {
+            st.pending = Some(p);
+            return Err(e);
+        }
+        self.commit_for_others()?;
+        Ok(Some(p.lock))
+    }
+
+    /// Keep the first writes of new small files in their open state until
+    /// they are settled (see [`Pending`]). Only for a workspace whose owner
+    /// calls [`Workspace::settle_pending`] periodically.
+    pub fn set_write_behind(&self, on: bool) {
+        self.write_behind
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Store every open file's pending content (the daemon's poll, so that
+    /// nothing waits in the daemon alone for long, nor holds its inode lock
+    /// against other mounts). Returns how many were stored; the first
+    /// failure is returned after all were tried (those stay pending).
+    pub fn settle_pending(&self) -> Result<usize> {
+        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut n = 0;
+        let mut first_err = None;
+        for (ino, of) in files {
+            let mut st = lock(&of)?;
+            match self.settle(ino, &mut st) {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("storing the pending content of inode {ino} failed: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// Run `f` as one write made for an open file's state (whose lock the
@@ -255,13 +361,22 @@ impl Workspace {
 
     /// Exclusive lock on the inode across processes (several mounts of
     /// one store), held for one read-modify-write and its record update.
-    pub(super) fn cross_lock(&self, ino: InodeId) -> Result<InodeLock<'_>> {
+    /// Pending content of the state is stored first, under the lock it
+    /// already holds, which is handed on.
+    pub(super) fn cross_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
+        if let Some(held) = self.settle(ino, st)? {
+            return Ok(held);
+        }
         Ok(self.vault.store().inode_lock(ino, true)?)
     }
 
     /// Shared lock on the inode for a read (writers in other mounts and
-    /// threads hold it exclusively).
-    fn shared_lock(&self, ino: InodeId) -> Result<InodeLock<'_>> {
+    /// threads hold it exclusively); with pending content, stored first,
+    /// the exclusive lock it held.
+    fn shared_lock(&self, ino: InodeId, st: &mut OpenFile) -> Result<InodeLock> {
+        if let Some(held) = self.settle(ino, st)? {
+            return Ok(held);
+        }
         Ok(self.vault.store().inode_lock(ino, false)?)
     }
 
@@ -440,6 +555,13 @@ impl Workspace {
         let (last, unlinked) = {
             let mut st = lock(&of)?;
             st.opens = st.opens.saturating_sub(1);
+            if st.opens == 0 && st.pending.take().is_some() {
+                // The flush above could not store it, and nothing is left
+                // to try again.
+                log::error!(
+                    "inode {ino}: written content that could not be stored was dropped at the last close"
+                );
+            }
             (st.opens == 0, st.unlinked)
         };
         if last {
@@ -480,6 +602,15 @@ impl Workspace {
         sync: bool,
     ) -> Result<()> {
         let mut st = lock(of)?;
+        if st.pending.is_some()
+            && st.unlinked
+            && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0
+        {
+            // Deleted before it was ever stored: nothing to store.
+            st.pending = None;
+        }
+        // Pending content is stored (and its lock released) first.
+        drop(self.settle(ino, &mut st)?);
         if sync {
             Self::sync_slots(&st)?;
             st.fresh_inline = false;
@@ -665,7 +796,7 @@ impl Workspace {
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
-        let _guard = self.shared_lock(ino)?;
+        let _guard = self.shared_lock(ino, &mut st)?;
         let reload = !st.dirty;
         self.revalidate(ino, &mut st, Op::ReadFiles, reload)?;
         let fsize = st.attrs.size;
@@ -751,9 +882,13 @@ impl Workspace {
             return err(ErrorKind::IsDir, "not a regular file");
         }
         // Cheap check first (no lock, no block file for a read trustee),
-        // then the authoritative one under the lock.
+        // then the authoritative one under the lock (pending content
+        // already holds it).
         self.check(&st.access, Op::WriteFiles)?;
-        let _guard = self.cross_lock(ino)?;
+        let mut guard = match st.pending {
+            Some(_) => None,
+            None => Some(self.vault.store().inode_lock(ino, true)?),
+        };
         self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let offset = at.unwrap_or(st.attrs.size);
         let end = offset
@@ -775,6 +910,20 @@ impl Workspace {
         // Where the slots are, looked up once for the edge reads and the
         // write (both locks are held throughout).
         let place = self.place(ino, &mut st)?;
+        let mode = st.attrs.mode;
+        let killed = if kill_privs {
+            without_privs(mode)
+        } else {
+            mode
+        };
+        // Write-behind: a new small file's writes (no slots stored yet, all
+        // inline) stay pending until a flush, and so do the next ones.
+        let defer = last < INLINE_SLOTS
+            && killed == mode
+            && (st.pending.is_some()
+                || (matches!(place, slots::Place::Nothing)
+                    && self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
+                    && !self.mount_lock.others_present()));
         // Existing content of partially covered edge blocks.
         let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
         for i in [first, last] {
@@ -840,18 +989,41 @@ impl Workspace {
             st.attrs.extents.0.last().copied(),
             st.attrs.keygen,
         );
-        let mode = st.attrs.mode;
-        let killed = if kill_privs {
-            without_privs(mode)
-        } else {
-            mode
-        };
         st.attrs.mode = killed;
-        if before != after || killed != mode {
-            self.persist_with(ino, &mut st, inline_row.as_deref())?;
-        } else if let Some(row) = inline_row {
-            self.write_own(&mut st, |tx| Ok(tx.inline_put(ino, &row)?))?;
+        if defer {
+            let row = inline_row
+                .ok_or_else(|| Error::new(ErrorKind::Internal, "pending content is not inline"))?;
+            match &mut st.pending {
+                Some(p) => p.row = row,
+                None => {
+                    let lock = guard
+                        .take()
+                        .ok_or_else(|| Error::new(ErrorKind::Internal, "inode lock missing"))?;
+                    st.pending = Some(Pending { row, lock });
+                }
+            }
+            return Ok(data.len());
         }
+        // Stored now. Earlier pending content is in `inline_row`, or was
+        // moved to the block file; its lock is held until the record is
+        // saved.
+        let earlier = st.pending.take();
+        let saved = if before != after || killed != mode || earlier.is_some() {
+            self.persist_with(ino, &mut st, inline_row.as_deref())
+        } else if let Some(row) = &inline_row {
+            self.write_own(&mut st, |tx| Ok(tx.inline_put(ino, row)?))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = saved {
+            // Keep what was written pending, if inline, for the next try.
+            if let (Some(p), Some(row)) = (earlier, inline_row) {
+                st.pending = Some(Pending { row, lock: p.lock });
+            }
+            return Err(e);
+        }
+        drop(guard);
+        drop(earlier);
         Ok(data.len())
     }
 
@@ -871,7 +1043,7 @@ impl Workspace {
         // Cheap check first (no lock, no block file for a read trustee),
         // then the authoritative one under the lock.
         self.check(&st.access, Op::WriteFiles)?;
-        let _guard = self.cross_lock(ino)?;
+        let _guard = self.cross_lock(ino, &mut st)?;
         self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
         let old = st.attrs.size;
         let mut cut = None;
@@ -942,7 +1114,7 @@ impl Workspace {
         let mut st = lock(&of)?;
         self.check(&st.access, Op::WriteFiles)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > st.attrs.size {
-            let _guard = self.cross_lock(ino)?;
+            let _guard = self.cross_lock(ino, &mut st)?;
             self.revalidate(ino, &mut st, Op::WriteFiles, true)?;
             if end > st.attrs.size {
                 st.attrs.size = end;

@@ -110,6 +110,10 @@ pub struct Workspace {
     /// Check every cache hit against the store (debug builds, or
     /// `CIRCLEFS_CHECK_ATTR_CACHE` set): a disagreement is an EIO.
     check_cache: bool,
+    /// Keep the first writes of a new small file in its open state until
+    /// its flush (see `content::Pending`); on only where something settles
+    /// them periodically ([`Workspace::settle_pending`]: the daemon).
+    write_behind: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -156,6 +160,7 @@ impl Workspace {
             attrs: cache,
             check_cache: cfg!(debug_assertions)
                 || std::env::var_os("CIRCLEFS_CHECK_ATTR_CACHE").is_some(),
+            write_behind: std::sync::atomic::AtomicBool::new(false),
         };
         ws.vault.store().set_relaxed_sync()?;
         // Now present to the other mounts: wait once for their open

@@ -113,7 +113,7 @@ impl Workspace {
 
     /// Every written block under a fresh key generation of the current epoch.
     fn reencrypt_content(&self, ino: InodeId, st: &mut OpenFile) -> Result<u64> {
-        let _guard = self.cross_lock(ino)?;
+        let _guard = self.cross_lock(ino, st)?;
         self.revalidate(ino, st, super::Op::ReadFiles, true)?;
         let g = self.new_generation(ino, st)?;
         let circle = st.access().row.id;

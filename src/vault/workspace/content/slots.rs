@@ -39,6 +39,10 @@ impl Workspace {
         ino: InodeId,
         st: &mut OpenFile,
     ) -> Result<Place> {
+        if let Some(p) = &st.pending {
+            // Not stored yet: the pending row is the content.
+            return Ok(Place::Inline(p.row.clone()));
+        }
         if st.file.is_some() {
             return Ok(Place::File);
         }

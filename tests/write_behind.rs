@@ -1,0 +1,216 @@
+//! Write-behind below FUSE: the first writes of a new small file wait in
+//! its open state, sealed, holding the file's inode lock, until a flush,
+//! a record save, another operation that takes the lock, or
+//! `settle_pending` stores them; what another connection reads is always
+//! a consistent record and content, and the lock keeps it from reading
+//! the file in between.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use circlefs::error::ErrorKind;
+use circlefs::ids::InodeId;
+use circlefs::vault::Vault;
+use circlefs::vault::workspace::{Caller, SetAttr, Workspace};
+use util::TempStore;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+/// Alice alone, with write-behind on, and a new file open for writing
+/// with `data` written to it in two writes.
+fn pending_file(t: &TempStore, data: &[u8]) -> (Workspace, InodeId, InodeId) {
+    let (wa, root) = t.alice_alone();
+    wa.set_write_behind(true);
+    let f = wa.create_open(root, b"f", 0o644, ME).unwrap().ino;
+    let half = data.len() / 2;
+    wa.write(f, 0, &data[..half]).unwrap();
+    wa.write(f, half as u64, &data[half..]).unwrap();
+    (wa, root, f)
+}
+
+/// Bob's workspace on a connection of its own (another mount).
+fn bob(t: &TempStore) -> Workspace {
+    let vb = Arc::new(Vault::open(&t.store()).unwrap());
+    let s = Arc::new(vb.unlock("bob", &util::pass("bob-pw")).unwrap());
+    Workspace::new(vb, s, false).unwrap()
+}
+
+/// The file's content as bob reads it (waits for the inode lock).
+fn bob_reads(wb: &Workspace, f: InodeId) -> Vec<u8> {
+    wb.open(f, false, false).unwrap();
+    let size = wb.getattr(f).unwrap().attrs.size;
+    let got = wb.read(f, 0, size as u32 + 4096).unwrap();
+    wb.release(f).unwrap();
+    got
+}
+
+/// Whether the store holds an inline row for `f` (alice's connection:
+/// what she wrote, committed or not).
+fn stored_row(w: &Workspace, f: InodeId) -> bool {
+    w.vault()
+        .store()
+        .read(|tx| tx.inline_get(f))
+        .unwrap()
+        .is_some()
+}
+
+#[test]
+fn pending_content_is_stored_once_at_the_flush() {
+    let t = TempStore::new();
+    let (wa, _, f) = pending_file(&t, b"hello world");
+    assert_eq!(wa.getattr(f).unwrap().attrs.size, 11, "live size");
+    assert!(!stored_row(&wa, f), "nothing stored before the flush");
+    let wb = bob(&t);
+    assert_eq!(
+        wb.getattr(f).unwrap().attrs.size,
+        0,
+        "the record is not saved yet"
+    );
+    wa.flush(f).unwrap();
+    assert!(stored_row(&wa, f));
+    assert_eq!(wb.getattr(f).unwrap().attrs.size, 11);
+    assert_eq!(bob_reads(&wb, f), b"hello world");
+    wa.release(f).unwrap();
+}
+
+#[test]
+fn another_mount_waits_for_pending_content() {
+    let t = TempStore::new();
+    let (wa, _, f) = pending_file(&t, b"written before bob looked");
+    let wb = Arc::new(bob(&t));
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let wb = wb.clone();
+        std::thread::spawn(move || {
+            wb.open(f, false, false).unwrap();
+            // Bob's open saw the record before the content was stored;
+            // his read takes the inode lock and then reads it afresh.
+            let got = wb.read(f, 0, 4096).unwrap();
+            wb.release(f).unwrap();
+            tx.send(got).unwrap();
+        })
+    };
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "bob's read waits while alice's content is pending"
+    );
+    assert_eq!(wa.settle_pending().unwrap(), 1);
+    assert_eq!(rx.recv().unwrap(), b"written before bob looked");
+    reader.join().unwrap();
+    assert_eq!(wa.settle_pending().unwrap(), 0, "nothing left pending");
+    wa.release(f).unwrap();
+}
+
+#[test]
+fn reads_and_record_saves_take_pending_content_along() {
+    let t = TempStore::new();
+    let (wa, _, f) = pending_file(&t, b"read me back");
+    assert_eq!(wa.read(f, 0, 100).unwrap(), b"read me back");
+    assert!(stored_row(&wa, f), "a read stores it first");
+
+    wa.release(f).unwrap();
+
+    // A chmod of an open file saves its record: the pending content goes
+    // with it (a record without its slots would fail bob's read as
+    // missing content).
+    let root = wa.circles().unwrap()[0].root;
+    let g = wa.create_open(root, b"g", 0o644, ME).unwrap().ino;
+    wa.write(g, 0, b"saved with the mode").unwrap();
+    assert!(!stored_row(&wa, g));
+    wa.setattr(
+        g,
+        &SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        },
+        ME,
+    )
+    .unwrap();
+    assert!(stored_row(&wa, g));
+    let wb = bob(&t);
+    let n = wb.getattr(g).unwrap();
+    assert_eq!(n.attrs.mode & 0o777, 0o600);
+    assert_eq!(bob_reads(&wb, g), b"saved with the mode");
+    wa.release(g).unwrap();
+}
+
+#[test]
+fn growing_past_the_inline_limit_stores_pending_content_in_the_block_file() {
+    let t = TempStore::new();
+    let first: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let (wa, _, f) = pending_file(&t, &first);
+    assert!(!stored_row(&wa, f));
+    let more: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+    wa.write(f, first.len() as u64, &more).unwrap();
+    assert!(!stored_row(&wa, f), "moved to a block file, not inline");
+    let wb = bob(&t);
+    let got = bob_reads(&wb, f);
+    assert_eq!(got.len(), 40_000);
+    assert_eq!(&got[..20_000], &first[..]);
+    assert_eq!(&got[20_000..], &more[..]);
+    wa.release(f).unwrap();
+}
+
+#[test]
+fn a_file_deleted_before_its_flush_leaves_nothing() {
+    let t = TempStore::new();
+    let (wa, root, f) = pending_file(&t, b"short-lived");
+    wa.unlink(root, b"f", false).unwrap();
+    wa.release(f).unwrap();
+    assert!(!stored_row(&wa, f));
+    let e = wa.getattr(f).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+}
+
+#[test]
+fn without_write_behind_every_write_is_stored_at_once() {
+    let t = TempStore::new();
+    let (wa, root) = t.alice_alone();
+    let f = wa.create_open(root, b"f", 0o644, ME).unwrap().ino;
+    wa.write(f, 0, b"at once").unwrap();
+    assert!(stored_row(&wa, f));
+    assert_eq!(wa.settle_pending().unwrap(), 0);
+    wa.release(f).unwrap();
+}
+
+#[test]
+fn no_write_behind_while_another_mount_is_present() {
+    let t = TempStore::new();
+    let (wa, root) = t.alice_alone();
+    wa.set_write_behind(true);
+    let wb = bob(&t);
+    let f = wa.create_open(root, b"f", 0o644, ME).unwrap().ino;
+    wa.write(f, 0, b"bob is here").unwrap();
+    assert!(
+        stored_row(&wa, f),
+        "stored at once: bob may read it any time"
+    );
+    assert_eq!(bob_reads(&wb, f), b"bob is here");
+    wa.release(f).unwrap();
+}
+
+#[test]
+fn another_mounts_chmod_meanwhile_is_kept_and_so_is_the_content() {
+    let t = TempStore::new();
+    let (wa, _, f) = pending_file(&t, b"content and a mode");
+    let wb = bob(&t);
+    wb.setattr(
+        f,
+        &SetAttr {
+            mode: Some(0o640),
+            ..SetAttr::default()
+        },
+        ME,
+    )
+    .unwrap();
+    wa.flush(f).unwrap();
+    let n = wb.getattr(f).unwrap();
+    assert_eq!(n.attrs.mode & 0o777, 0o640, "bob's chmod is kept");
+    assert_eq!(n.attrs.size, 18);
+    assert_eq!(bob_reads(&wb, f), b"content and a mode");
+    wa.release(f).unwrap();
+}
