@@ -139,7 +139,7 @@ fn reads_and_record_saves_take_pending_content_along() {
 }
 
 #[test]
-fn growing_past_the_inline_limit_stores_pending_content_in_the_block_file() {
+fn past_the_inline_limit_the_block_file_is_written_and_the_record_waits() {
     let t = TempStore::new();
     let first: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let (wa, _, f) = pending_file(&t, &first);
@@ -147,11 +147,16 @@ fn growing_past_the_inline_limit_stores_pending_content_in_the_block_file() {
     let more: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
     wa.write(f, first.len() as u64, &more).unwrap();
     assert!(!stored_row(&wa, f), "moved to a block file, not inline");
+    // A write to the block file while the record waits.
+    wa.write(f, 40_000, b"tail").unwrap();
     let wb = bob(&t);
+    assert_eq!(wb.getattr(f).unwrap().attrs.size, 0, "the record waits");
+    assert_eq!(wa.read(f, 0, 100).unwrap(), &first[..100], "stored first");
     let got = bob_reads(&wb, f);
-    assert_eq!(got.len(), 40_000);
+    assert_eq!(got.len(), 40_004);
     assert_eq!(&got[..20_000], &first[..]);
-    assert_eq!(&got[20_000..], &more[..]);
+    assert_eq!(&got[20_000..40_000], &more[..]);
+    assert_eq!(&got[40_000..], b"tail");
     wa.release(f).unwrap();
 }
 

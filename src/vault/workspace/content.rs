@@ -10,24 +10,23 @@ use crate::crypto::{Key32, aead::OVERHEAD};
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::format::aad;
 use crate::format::attrs::{Attrs, Kind, Time};
-use crate::format::block::{
-    BLOCK_SIZE, HEADER, INLINE_SLOTS, SLOT, blocks_for, parse_slot, put_header,
-};
+use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, parse_slot, put_header};
 use crate::ids::{BlockIndex, Epoch, InodeId, KeyGen};
 use crate::store::blocks::InodeLock;
 
 mod slots;
 
-/// Content of a new small file written through this state and not stored
-/// yet (write-behind): its whole inline row, sealed as it will be stored,
-/// with the record changes in the state's attributes, and the file's
-/// exclusive inode lock, held from the first such write until the row is
-/// stored, so that no other mount reads, writes or re-keys the file
-/// meanwhile. Stored (settled) by the flush of any handle, by any record
-/// save, before any other operation that takes the inode lock, and by the
-/// daemon's 250 ms poll.
+/// Content of a new file written through this state and not stored yet
+/// (write-behind): the record changes in the state's attributes, the whole
+/// inline row while the slots are inline (sealed as it will be stored;
+/// once they outgrow it, they are in the block file, written at once, and
+/// only the record waits), and the file's exclusive inode lock, held from
+/// the first such write until the record is stored, so that no other
+/// mount reads, writes or re-keys the file meanwhile. Stored (settled) by
+/// the flush of any handle, by any record save, before any other
+/// operation that takes the inode lock, and by the daemon's 250 ms poll.
 struct Pending {
-    row: Vec<u8>,
+    row: Option<Vec<u8>>,
     lock: InodeLock,
 }
 
@@ -249,7 +248,7 @@ impl Workspace {
         } else {
             None
         };
-        let inline = inline.or(pending.as_ref().map(|p| p.row.as_slice()));
+        let inline = inline.or(pending.as_ref().and_then(|p| p.row.as_deref()));
         let attrs = st.attrs.clone();
         let circle = st.access.row.id;
         let r = self.write_own(st, |tx| {
@@ -292,7 +291,7 @@ impl Workspace {
         let Some(p) = st.pending.take() else {
             return Ok(None);
         };
-        if let Err(e) = self.save_state(ino, st, Some(&p.row)) {
+        if let Err(e) = self.save_state(ino, st, p.row.as_deref()) {
             st.pending = Some(p);
             return Err(e);
         }
@@ -916,10 +915,9 @@ impl Workspace {
         } else {
             mode
         };
-        // Write-behind: a new small file's writes (no slots stored yet, all
-        // inline) stay pending until a flush, and so do the next ones.
-        let defer = last < INLINE_SLOTS
-            && killed == mode
+        // Write-behind: a new file's writes (nothing stored yet) stay
+        // pending until a flush, and so do the next ones.
+        let defer = killed == mode
             && (st.pending.is_some()
                 || (matches!(place, slots::Place::Nothing)
                     && self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
@@ -991,8 +989,8 @@ impl Workspace {
         );
         st.attrs.mode = killed;
         if defer {
-            let row = inline_row
-                .ok_or_else(|| Error::new(ErrorKind::Internal, "pending content is not inline"))?;
+            // The inline row, or nothing if the slots are in the block file.
+            let row = inline_row;
             match &mut st.pending {
                 Some(p) => p.row = row,
                 None => {
@@ -1016,9 +1014,12 @@ impl Workspace {
             Ok(())
         };
         if let Err(e) = saved {
-            // Keep what was written pending, if inline, for the next try.
-            if let (Some(p), Some(row)) = (earlier, inline_row) {
-                st.pending = Some(Pending { row, lock: p.lock });
+            // Keep what was written pending for the next try.
+            if let Some(p) = earlier {
+                st.pending = Some(Pending {
+                    row: inline_row,
+                    lock: p.lock,
+                });
             }
             return Err(e);
         }

@@ -39,9 +39,9 @@ impl Workspace {
         ino: InodeId,
         st: &mut OpenFile,
     ) -> Result<Place> {
-        if let Some(p) = &st.pending {
+        if let Some(row) = st.pending.as_ref().and_then(|p| p.row.as_ref()) {
             // Not stored yet: the pending row is the content.
-            return Ok(Place::Inline(p.row.clone()));
+            return Ok(Place::Inline(row.clone()));
         }
         if st.file.is_some() {
             return Ok(Place::File);
