@@ -239,6 +239,7 @@ impl Workspace {
     /// Save the state's attributes (and `inline` as the inline slots) in
     /// one write, under the circle's access as of that write; the state
     /// then holds what the store holds.
+    ///
     /// Content pending (write-behind) is stored with it: a record saved
     /// without it would describe slots that are not there. Its inode lock
     /// is released once the write is committed for other mounts.
@@ -299,8 +300,8 @@ impl Workspace {
         Ok(Some(p.lock))
     }
 
-    /// Keep the first writes of new small files in their open state until
-    /// they are settled (see [`Pending`]). Only for a workspace whose owner
+    /// Keep the first writes of new files in their open state until they
+    /// are settled (see [`Pending`]). Only for a workspace whose owner
     /// calls [`Workspace::settle_pending`] periodically.
     pub fn set_write_behind(&self, on: bool) {
         self.write_behind
@@ -309,8 +310,11 @@ impl Workspace {
 
     /// Store every open file's pending content (the daemon's poll, so that
     /// nothing waits in the daemon alone for long, nor holds its inode lock
-    /// against other mounts). Returns how many were stored; the first
-    /// failure is returned after all were tried (those stay pending).
+    /// against other mounts). A state in use by an operation is left for
+    /// the next poll (that operation may be waiting for another mount's
+    /// lock; the poll never waits for it). Returns how many were stored;
+    /// the first failure is returned after all were tried (those stay
+    /// pending).
     pub fn settle_pending(&self) -> Result<usize> {
         let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?
             .iter()
@@ -319,7 +323,9 @@ impl Workspace {
         let mut n = 0;
         let mut first_err = None;
         for (ino, of) in files {
-            let mut st = lock(&of)?;
+            let Ok(mut st) = of.try_lock() else {
+                continue;
+            };
             match self.settle(ino, &mut st) {
                 Ok(Some(_)) => n += 1,
                 Ok(None) => {}
