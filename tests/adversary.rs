@@ -504,17 +504,7 @@ fn levels_are_enforced_in_the_core() {
         )
         .unwrap_err(),
     );
-    denied(
-        wr.setattr(
-            f,
-            &circlefs::vault::workspace::SetAttr {
-                mode: Some(0o600),
-                ..Default::default()
-            },
-            ME,
-        )
-        .unwrap_err(),
-    );
+    denied(wr.setattr(f, &util::set_mode(0o600), ME).unwrap_err());
     denied(
         wr.setxattr(
             f,

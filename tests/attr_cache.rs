@@ -11,7 +11,7 @@ use std::sync::Arc;
 use circlefs::error::ErrorKind;
 use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
-use circlefs::vault::workspace::{Caller, NewNode, RenameMode, SetAttr, Workspace, XattrMode};
+use circlefs::vault::workspace::{Caller, NewNode, RenameMode, Workspace, XattrMode};
 use util::TempStore;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
@@ -94,15 +94,7 @@ fn cached_attributes_and_link_counts_follow_every_change() {
     assert_eq!(wa.getattr(d).unwrap().nlink, 2);
     agree(&wa, &wb, &[root, d, e, f], "rename of a directory");
 
-    wa.setattr(
-        f,
-        &SetAttr {
-            mode: Some(0o600),
-            ..SetAttr::default()
-        },
-        ME,
-    )
-    .unwrap();
+    wa.setattr(f, &util::set_mode(0o600), ME).unwrap();
     agree(&wa, &wb, &[root, d, f], "chmod");
 
     wa.truncate(f, 2).unwrap();
@@ -135,15 +127,7 @@ fn another_connections_change_is_seen_at_once() {
         .unwrap()
         .ino;
     assert_eq!(wa.getattr(f).unwrap().attrs.mode & 0o777, 0o644);
-    wb.setattr(
-        f,
-        &SetAttr {
-            mode: Some(0o640),
-            ..SetAttr::default()
-        },
-        ME,
-    )
-    .unwrap();
+    wb.setattr(f, &util::set_mode(0o640), ME).unwrap();
     assert_eq!(wa.getattr(f).unwrap().attrs.mode & 0o777, 0o640);
     wb.link(f, root, b"g").unwrap();
     assert_eq!(wa.getattr(f).unwrap().nlink, 2);
@@ -225,14 +209,6 @@ fn two_workspaces_on_one_connection_both_follow_its_writes() {
         .ino;
     wa.getattr(f).unwrap();
     wa.getattr(f).unwrap();
-    wa2.setattr(
-        f,
-        &SetAttr {
-            mode: Some(0o600),
-            ..SetAttr::default()
-        },
-        ME,
-    )
-    .unwrap();
+    wa2.setattr(f, &util::set_mode(0o600), ME).unwrap();
     assert_eq!(wa.getattr(f).unwrap().attrs.mode & 0o777, 0o600);
 }

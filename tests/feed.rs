@@ -12,7 +12,7 @@ use circlefs::format::attrs::Time;
 use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
 use circlefs::vault::workspace::{Caller, Change, NewNode, RenameMode, SetAttr, Workspace};
-use util::TempStore;
+use util::{TempStore, set_mode};
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -74,14 +74,6 @@ fn alice_writing(t: &TempStore) -> (Workspace, circlefs::vault::workspace::Node)
 /// The time `sec` seconds and `nsec` nanoseconds after the epoch.
 fn at(sec: i64, nsec: u32) -> Time {
     Time { sec, nsec }
-}
-
-/// A change of the mode alone.
-fn set_mode(m: u32) -> SetAttr {
-    SetAttr {
-        mode: Some(m),
-        ..SetAttr::default()
-    }
 }
 
 /// A change of the modification time alone.

@@ -13,26 +13,31 @@ use std::time::{Duration, Instant};
 
 use util::{Mount, TempStore, fuse_available, stdout};
 
-fn two_mounts() -> (TempStore, Mount, Mount) {
+/// A store where alice and bob are trustees of circle `s`.
+fn alice_and_bob() -> TempStore {
     let t = TempStore::new();
     t.user("alice");
     t.user("bob");
     assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
     assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
-    let a = Mount::new(
+    t
+}
+
+/// `user`'s mount of `t` at `<dir>/<name>`.
+fn mount_as(t: &TempStore, user: &str, name: &str) -> Mount {
+    Mount::new(
         &t.store(),
-        &t.dir.path().join("a"),
-        "alice",
-        &t.pwfile("alice"),
+        &t.dir.path().join(name),
+        user,
+        &t.pwfile(user),
         &[],
-    );
-    let b = Mount::new(
-        &t.store(),
-        &t.dir.path().join("b"),
-        "bob",
-        &t.pwfile("bob"),
-        &[],
-    );
+    )
+}
+
+fn two_mounts() -> (TempStore, Mount, Mount) {
+    let t = alice_and_bob();
+    let a = mount_as(&t, "alice", "a");
+    let b = mount_as(&t, "bob", "b");
     (t, a, b)
 }
 
@@ -457,18 +462,8 @@ fn pending_writes_of_a_mount_that_was_alone_reach_one_that_joins() {
     if !fuse_available() {
         return;
     }
-    let t = TempStore::new();
-    t.user("alice");
-    t.user("bob");
-    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
-    let a = Mount::new(
-        &t.store(),
-        &t.dir.path().join("a"),
-        "alice",
-        &t.pwfile("alice"),
-        &[],
-    );
+    let t = alice_and_bob();
+    let a = mount_as(&t, "alice", "a");
     // Alone: the first writes of a new small file wait in alice's daemon
     // (write-behind) until its change poll stores them, though the file
     // stays open. (No process is spawned meanwhile: a child closes this
@@ -487,13 +482,7 @@ fn pending_writes_of_a_mount_that_was_alone_reach_one_that_joins() {
         within_feed_delay(|| rows() == 1),
         "the poll did not store the content of a file kept open"
     );
-    let b = Mount::new(
-        &t.store(),
-        &t.dir.path().join("b"),
-        "bob",
-        &t.pwfile("bob"),
-        &[],
-    );
+    let b = mount_as(&t, "bob", "b");
     // Alice's change poll stores them; bob's change feed brings them in.
     assert!(
         within_feed_delay(|| fs::read(b.path("s/f")).unwrap() == b"written while alone"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use circlefs::error::ErrorKind;
 use circlefs::ids::InodeId;
 use circlefs::vault::Vault;
-use circlefs::vault::workspace::{Caller, SetAttr, Workspace};
+use circlefs::vault::workspace::{Caller, Workspace};
 use util::TempStore;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
@@ -121,15 +121,7 @@ fn reads_and_record_saves_take_pending_content_along() {
     let g = wa.create_open(root, b"g", 0o644, ME).unwrap().ino;
     wa.write(g, 0, b"saved with the mode").unwrap();
     assert!(!stored_row(&wa, g));
-    wa.setattr(
-        g,
-        &SetAttr {
-            mode: Some(0o600),
-            ..SetAttr::default()
-        },
-        ME,
-    )
-    .unwrap();
+    wa.setattr(g, &util::set_mode(0o600), ME).unwrap();
     assert!(stored_row(&wa, g));
     let wb = bob(&t);
     let n = wb.getattr(g).unwrap();
@@ -203,15 +195,7 @@ fn another_mounts_chmod_meanwhile_is_kept_and_so_is_the_content() {
     let t = TempStore::new();
     let (wa, _, f) = pending_file(&t, b"content and a mode");
     let wb = bob(&t);
-    wb.setattr(
-        f,
-        &SetAttr {
-            mode: Some(0o640),
-            ..SetAttr::default()
-        },
-        ME,
-    )
-    .unwrap();
+    wb.setattr(f, &util::set_mode(0o640), ME).unwrap();
     wa.flush(f).unwrap();
     let n = wb.getattr(f).unwrap();
     assert_eq!(n.attrs.mode & 0o777, 0o640, "bob's chmod is kept");

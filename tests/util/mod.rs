@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use circlefs::crypto::Passphrase;
 use circlefs::ids::InodeId;
 use circlefs::vault::accounts::NewUser;
-use circlefs::vault::workspace::Workspace;
+use circlefs::vault::workspace::{SetAttr, Workspace};
 use circlefs::vault::{Session, Vault};
 
 pub fn pass(s: &str) -> Passphrase {
@@ -272,5 +272,13 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         self.unmount();
+    }
+}
+
+/// A change of the mode alone.
+pub fn set_mode(m: u32) -> SetAttr {
+    SetAttr {
+        mode: Some(m),
+        ..SetAttr::default()
     }
 }
