@@ -203,3 +203,39 @@ fn another_mounts_chmod_meanwhile_is_kept_and_so_is_the_content() {
     assert_eq!(bob_reads(&wb, f), b"content and a mode");
     wa.release(f).unwrap();
 }
+
+#[test]
+fn a_removed_trustees_pending_content_is_dropped_and_the_lock_released() {
+    let t = TempStore::new();
+    t.user("alice");
+    t.user("bob");
+    assert!(util::stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
+    assert!(
+        util::stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200")
+    );
+    // Bob's mount, alone, writes a new file that stays pending.
+    let wb = bob(&t);
+    wb.set_write_behind(true);
+    let root = wb.circles().unwrap()[0].root;
+    let f = wb.create_open(root, b"f", 0o644, ME).unwrap().ino;
+    wb.write(f, 0, b"bob's last words").unwrap();
+    assert!(!stored_row(&wb, f));
+    assert!(
+        util::stdout(&t.admin_cli("alice", &["trustee", "remove", "s", "bob"])).starts_with("200")
+    );
+    let e = wb.settle_pending().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+    assert_eq!(wb.settle_pending().unwrap(), 0, "dropped, not retried");
+    // Alice's mount reads the file without waiting for bob's lock.
+    let wa = Arc::new(Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let wa = wa.clone();
+        std::thread::spawn(move || tx.send(bob_reads(&wa, f)).unwrap())
+    };
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("alice's read waited for the lock of a removed trustee");
+    assert_eq!(got, b"", "nothing of it was stored");
+    reader.join().unwrap();
+}

@@ -283,21 +283,36 @@ impl Workspace {
     /// write, committed at once when another mount is present) and hand
     /// back the inode lock it held. What another mount changed meanwhile
     /// (owner, mode, times; never content) is kept. On failure the content
-    /// stays pending, lock held, for the next attempt.
+    /// stays pending, lock held, for the next attempt, unless it can never
+    /// be stored (access revoked, file deleted elsewhere): then it is
+    /// dropped and the lock released.
     fn settle(&self, ino: InodeId, st: &mut OpenFile) -> Result<Option<InodeLock>> {
         if st.pending.is_none() {
             return Ok(None);
         }
-        self.revalidate(ino, st, Op::WriteFiles, true)?;
+        let checked = self.revalidate(ino, st, Op::WriteFiles, true);
         let Some(p) = st.pending.take() else {
             return Ok(None);
         };
-        if let Err(e) = self.save_state(ino, st, p.row.as_deref()) {
-            st.pending = Some(p);
-            return Err(e);
+        match checked.and_then(|()| self.save_state(ino, st, p.row.as_deref())) {
+            Ok(()) => {
+                self.commit_for_others()?;
+                Ok(Some(p.lock))
+            }
+            Err(e) if matches!(e.kind, ErrorKind::Forbidden | ErrorKind::NotFound) => {
+                // It can never be stored (access revoked or lowered to
+                // read, or the file deleted through another mount): dropped,
+                // and its lock released for the other mounts.
+                log::error!(
+                    "inode {ino}: written content that can no longer be stored was dropped: {e}"
+                );
+                Err(e)
+            }
+            Err(e) => {
+                st.pending = Some(p);
+                Err(e)
+            }
         }
-        self.commit_for_others()?;
-        Ok(Some(p.lock))
     }
 
     /// Keep the first writes of new files in their open state until they

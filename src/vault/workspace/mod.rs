@@ -110,8 +110,8 @@ pub struct Workspace {
     /// Check every cache hit against the store (debug builds, or
     /// `CIRCLEFS_CHECK_ATTR_CACHE` set): a disagreement is an EIO.
     check_cache: bool,
-    /// Keep the first writes of a new small file in its open state until
-    /// its flush (see `content::Pending`); on only where something settles
+    /// Keep the first writes of a new file in its open state until its
+    /// flush (see `content::Pending`); on only where something settles
     /// them periodically ([`Workspace::settle_pending`]: the daemon).
     write_behind: std::sync::atomic::AtomicBool,
 }
