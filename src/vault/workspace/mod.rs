@@ -111,7 +111,7 @@ pub struct Workspace {
     /// `CIRCLEFS_CHECK_ATTR_CACHE` set): a disagreement is an EIO.
     check_cache: bool,
     /// Keep the first writes of a new file in its open state until its
-    /// flush (see `content::Pending`); on only where something settles
+    /// flush (see `content::pending`); on only where something settles
     /// them periodically ([`Workspace::settle_pending`]: the daemon).
     write_behind: std::sync::atomic::AtomicBool,
 }
