@@ -230,26 +230,43 @@ fn concurrency_soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let (t, a, b) = two_mounts();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let roots = [a.path("s"), b.path("s"), a.path("s"), b.path("s")];
-    let handles: Vec<_> = roots
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| std::thread::spawn(move || worker(i, r, deadline)))
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    soak(secs, None);
+}
+
+/// The soak with alice's mount alone for its first seconds (so her new
+/// files' writes wait in her daemon: write-behind) and bob's joining while
+/// her workers keep going.
+#[test]
+fn soak_with_a_mount_that_joins() {
+    if !fuse_available() {
+        return;
+    }
+    soak(12, Some(Duration::from_secs(4)));
+}
+
+/// Four workers over alice's and bob's mounts for `secs` seconds (bob's
+/// mount and workers start `bob_after` into it, if given), then every
+/// file, read through a fresh mount, matches the workers' models.
+fn soak(secs: u64, bob_after: Option<Duration>) {
+    let t = alice_and_bob();
+    let a = mount_as(&t, "alice", "a");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let spawn = |i: usize, r: PathBuf| std::thread::spawn(move || worker(i, r, deadline));
+    let mut handles = vec![(0, spawn(0, a.path("s"))), (2, spawn(2, a.path("s")))];
+    if let Some(d) = bob_after {
+        std::thread::sleep(d);
+    }
+    let b = mount_as(&t, "bob", "b");
+    handles.push((1, spawn(1, b.path("s"))));
+    handles.push((3, spawn(3, b.path("s"))));
+    handles.sort_by_key(|h| h.0);
+    let results: Vec<_> = handles.into_iter().map(|h| h.1.join().unwrap()).collect();
     let total_ops: u64 = results.iter().map(|r| r.2).sum();
     eprintln!("soak: {total_ops} operations in {secs} s over 2 mounts");
     drop(a);
     drop(b);
-    let m = Mount::new(
-        &t.store(),
-        &t.dir.path().join("check"),
-        "alice",
-        &t.pwfile("alice"),
-        &[],
-    );
+    let m = mount_as(&t, "alice", "check");
     let region = 3 * 4096 + 100;
     let shared = fs::read(m.path("s/shared")).unwrap_or_default();
     for (id, (model, sh, _)) in results.iter().enumerate() {
