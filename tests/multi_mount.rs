@@ -16,10 +16,7 @@ use util::{Mount, TempStore, fuse_available, stdout};
 /// A store where alice and bob are trustees of circle `s`.
 fn alice_and_bob() -> TempStore {
     let t = TempStore::new();
-    t.user("alice");
-    t.user("bob");
-    assert!(stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200"));
+    t.alice_and_bob();
     t
 }
 

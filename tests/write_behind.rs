@@ -48,6 +48,20 @@ fn bob_reads(wb: &Workspace, f: InodeId) -> Vec<u8> {
     got
 }
 
+/// Bob's read of `f` (see [`bob_reads`]) through `w`, on a thread of its
+/// own: its result arrives on the receiver.
+fn read_in_thread(
+    w: &Arc<Workspace>,
+    f: InodeId,
+) -> (mpsc::Receiver<Vec<u8>>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let w = w.clone();
+    (
+        rx,
+        std::thread::spawn(move || tx.send(bob_reads(&w, f)).unwrap()),
+    )
+}
+
 /// Whether the store holds an inline row for `f` (alice's connection:
 /// what she wrote, committed or not).
 fn stored_row(w: &Workspace, f: InodeId) -> bool {
@@ -82,18 +96,9 @@ fn another_mount_waits_for_pending_content() {
     let t = TempStore::new();
     let (wa, _, f) = pending_file(&t, b"written before bob looked");
     let wb = Arc::new(bob(&t));
-    let (tx, rx) = mpsc::channel();
-    let reader = {
-        let wb = wb.clone();
-        std::thread::spawn(move || {
-            wb.open(f, false, false).unwrap();
-            // Bob's open saw the record before the content was stored;
-            // his read takes the inode lock and then reads it afresh.
-            let got = wb.read(f, 0, 4096).unwrap();
-            wb.release(f).unwrap();
-            tx.send(got).unwrap();
-        })
-    };
+    // Bob's open sees the record before the content is stored; his read
+    // takes the inode lock and then reads it afresh.
+    let (rx, reader) = read_in_thread(&wb, f);
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "bob's read waits while alice's content is pending"
@@ -207,12 +212,7 @@ fn another_mounts_chmod_meanwhile_is_kept_and_so_is_the_content() {
 #[test]
 fn a_removed_trustees_pending_content_is_dropped_and_the_lock_released() {
     let t = TempStore::new();
-    t.user("alice");
-    t.user("bob");
-    assert!(util::stdout(&t.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
-    assert!(
-        util::stdout(&t.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200")
-    );
+    t.alice_and_bob();
     // Bob's mount, alone, writes a new file that stays pending.
     let wb = bob(&t);
     wb.set_write_behind(true);
@@ -228,11 +228,7 @@ fn a_removed_trustees_pending_content_is_dropped_and_the_lock_released() {
     assert_eq!(wb.settle_pending().unwrap(), 0, "dropped, not retried");
     // Alice's mount reads the file without waiting for bob's lock.
     let wa = Arc::new(Workspace::new(t.vault.clone(), Arc::new(t.login("alice")), false).unwrap());
-    let (tx, rx) = mpsc::channel();
-    let reader = {
-        let wa = wa.clone();
-        std::thread::spawn(move || tx.send(bob_reads(&wa, f)).unwrap())
-    };
+    let (rx, reader) = read_in_thread(&wa, f);
     let got = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("alice's read waited for the lock of a removed trustee");

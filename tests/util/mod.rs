@@ -99,15 +99,20 @@ impl TempStore {
         c.args(args).output().unwrap()
     }
 
-    /// Alice's workspace (the only mount) of circle `s`, which bob is a
-    /// trustee of too, and the circle's root.
-    pub fn alice_alone(&self) -> (Workspace, InodeId) {
+    /// Accounts alice and bob, and alice's circle `s` with bob a trustee.
+    pub fn alice_and_bob(&self) {
         self.user("alice");
         self.user("bob");
         assert!(stdout(&self.admin_cli("alice", &["circle", "create", "s"])).starts_with("200"));
         assert!(
             stdout(&self.admin_cli("alice", &["trustee", "add", "s", "bob"])).starts_with("200")
         );
+    }
+
+    /// Alice's workspace (the only mount) of circle `s`, which bob is a
+    /// trustee of too, and the circle's root.
+    pub fn alice_alone(&self) -> (Workspace, InodeId) {
+        self.alice_and_bob();
         let w = Workspace::new(self.vault.clone(), Arc::new(self.login("alice")), false).unwrap();
         let root = w.circles().unwrap()[0].root;
         (w, root)

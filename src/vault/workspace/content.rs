@@ -312,6 +312,15 @@ impl Workspace {
         Ok(self.vault.store().inode_lock(ino, false)?)
     }
 
+    /// Every loaded file state, taken out of the map (whose lock is not
+    /// held while they are used).
+    pub(super) fn open_states(&self) -> Result<Vec<(InodeId, Arc<Mutex<OpenFile>>)>> {
+        Ok(lock(&self.open)?
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
     pub(super) fn is_open(&self, ino: InodeId) -> Result<bool> {
         Ok(lock(&self.open)?.contains_key(&ino))
     }
@@ -534,11 +543,12 @@ impl Workspace {
         sync: bool,
     ) -> Result<()> {
         let mut st = lock(of)?;
-        if st.pending.is_some()
-            && st.unlinked
-            && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0
-        {
-            // Deleted before it was ever stored: nothing to store.
+        // A file with no name left has nothing to store, neither pending
+        // content nor times (asked only when there is something).
+        let gone = st.unlinked
+            && (st.dirty || st.pending.is_some())
+            && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0;
+        if gone {
             st.pending = None;
         }
         // Pending content is stored (and its lock released) first.
@@ -547,7 +557,7 @@ impl Workspace {
             Self::sync_slots(&st)?;
             st.fresh_inline = false;
         }
-        if !st.dirty || st.unlinked && self.vault.store().read(|tx| tx.dirent_links(ino))? == 0 {
+        if !st.dirty || gone {
             st.dirty = false;
             st.times_set = false;
             if sync {

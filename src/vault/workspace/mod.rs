@@ -599,11 +599,7 @@ impl Workspace {
 
     /// Flush every dirty open file and checkpoint the WAL (unmount).
     pub fn shutdown(&self) -> Result<()> {
-        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        for (ino, f) in files {
+        for (ino, f) in self.open_states()? {
             if let Err(e) = self.flush_file(ino, &f, true) {
                 log::error!("flush of inode {ino} at unmount failed: {e}");
             }

@@ -1,13 +1,11 @@
 //! Write-behind: the first writes of a new file wait in its open state,
 //! holding its inode lock, until something stores (settles) them.
 
-use std::sync::{Arc, Mutex};
-
 use super::OpenFile;
 use crate::error::{ErrorKind, Result};
 use crate::ids::InodeId;
 use crate::store::blocks::InodeLock;
-use crate::vault::workspace::{Op, Workspace, lock};
+use crate::vault::workspace::{Op, Workspace};
 
 /// Content of a new file written through this state and not stored yet
 /// (write-behind): the record changes in the state's attributes, the whole
@@ -76,13 +74,9 @@ impl Workspace {
     /// the first failure is returned after all were tried (those stay
     /// pending).
     pub fn settle_pending(&self) -> Result<usize> {
-        let files: Vec<(InodeId, Arc<Mutex<OpenFile>>)> = lock(&self.open)?
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
         let mut n = 0;
         let mut first_err = None;
-        for (ino, of) in files {
+        for (ino, of) in self.open_states()? {
             let Ok(mut st) = of.try_lock() else {
                 continue;
             };
