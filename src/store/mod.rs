@@ -7,6 +7,7 @@ pub mod files;
 pub mod inline;
 pub mod rows;
 pub mod schema;
+mod walindex;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,6 +128,9 @@ pub struct Store {
     feed_origin: std::sync::OnceLock<i64>,
     /// Idle open descriptions of `inodes.lock` (see [`blocks::InodeLock`]).
     lock_pool: std::sync::Arc<Mutex<Vec<std::fs::File>>>,
+    /// The database's wal-index, for [`Store::version`] without a
+    /// transaction (None: always the pragma).
+    wal: Option<walindex::WalIndex>,
 }
 
 impl std::fmt::Debug for Store {
@@ -202,8 +206,12 @@ impl Store {
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
             lock_pool: std::sync::Arc::new(Mutex::new(Vec::new())),
+            wal: None,
         };
         store.migrate()?;
+        // The migration's transaction made the shared-memory file.
+        let mut store = store;
+        store.wal = walindex::WalIndex::open(db);
         Ok(store)
     }
 
@@ -348,9 +356,23 @@ impl Store {
     /// The database as this connection sees it: equal versions mean no
     /// other connection committed (`PRAGMA data_version`) and this one
     /// wrote nothing in between, so what was read then still holds.
+    ///
+    /// Answered from the wal-index header when it is the one last read
+    /// before the pragma (see [`walindex`]): no transaction, and no wait
+    /// for the connection while another thread holds it.
     pub fn version(&self) -> Result<StoreVersion, StoreError> {
+        let before = self.wal.as_ref().and_then(|w| w.header().map(|h| (w, h)));
+        if let Some((w, h)) = &before
+            && let Some(dv) = w.unchanged(h)
+        {
+            return Ok(StoreVersion(dv, self.writes.load(Ordering::SeqCst)));
+        }
         let conn = self.lock()?;
-        self.version_of(&conn.c)
+        let v = self.version_of(&conn.c)?;
+        if let Some((w, h)) = before {
+            w.remember(h, v.0);
+        }
+        Ok(v)
     }
 
     /// The version inside transaction `tx`: what `tx` has read holds at
@@ -612,6 +634,37 @@ mod tests {
         let v2 = a.version().unwrap();
         assert_ne!(v2, v1, "another connection's commit");
         assert_eq!(a.version().unwrap(), v2);
+    }
+
+    #[test]
+    fn version_is_told_by_the_wal_index_while_the_connection_is_busy() {
+        let (_dir, _root, a, b) = two_connections();
+        let v0 = a.version().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let a = &a;
+            s.spawn(move || {
+                a.read(|_tx| {
+                    held_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+            });
+            held_rx.recv().unwrap();
+            // The connection is held: the answer comes from the header.
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || tx.send(a.version().unwrap()).unwrap());
+            let v = rx.recv_timeout(Duration::from_secs(5));
+            go_tx.send(()).unwrap();
+            assert_eq!(v.unwrap(), v0);
+        });
+        // Another connection's commit changes the header: read again.
+        b.write(|tx| tx.meta_set("x", "1")).unwrap();
+        let v1 = a.version().unwrap();
+        assert!(!v0.no_foreign_commit_until(&v1));
+        assert_eq!(a.version().unwrap(), v1);
     }
 
     #[test]

@@ -732,13 +732,58 @@ impl Workspace {
     }
 
     /// Read up to `size` bytes at `offset`.
+    ///
+    /// Under the shared inode lock while another mount may hold written
+    /// content of the file that it has not stored (write-behind: a reader
+    /// waits for that lock, so a write that returned is seen). Otherwise
+    /// first without it: this mount's writers of the file are excluded by
+    /// its state's lock, and a block another mount is rewriting meanwhile
+    /// (torn, or under a key or content id this state does not know yet)
+    /// fails to open. Only then is the read made again under the lock,
+    /// with the state checked against the store afresh, and only that
+    /// failure is the caller's.
     pub fn read(&self, ino: InodeId, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if !self.none_pending_elsewhere() {
+            return self.read_pass(ino, offset, size, Pass::Locked);
+        }
+        match self.read_pass(ino, offset, size, Pass::Unlocked) {
+            Err(e) if e.kind == ErrorKind::Integrity => {
+                self.read_pass(ino, offset, size, Pass::Again)
+            }
+            r => r,
+        }
+    }
+
+    /// Whether no other mount can hold written content it has not stored:
+    /// true once this mount has found no other (a mount keeps writes
+    /// pending only while it finds none, and every mount that comes later
+    /// finds this one); asked again until then.
+    fn none_pending_elsewhere(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.found_alone.load(Relaxed) {
+            return true;
+        }
+        let alone = !self.mount_lock.others_present();
+        if alone {
+            self.found_alone.store(true, Relaxed);
+        }
+        alone
+    }
+
+    /// One pass of [`Workspace::read`].
+    fn read_pass(&self, ino: InodeId, offset: u64, size: u32, pass: Pass) -> Result<Vec<u8>> {
         let of = self.loaded(ino)?;
         let mut st = lock(&of)?;
         if st.attrs.kind != Kind::File {
             return err(ErrorKind::IsDir, "not a regular file");
         }
-        let _guard = self.shared_lock(ino, &mut st)?;
+        if pass == Pass::Again {
+            st.validated = None;
+        }
+        let _guard = match pass {
+            Pass::Unlocked => None,
+            Pass::Locked | Pass::Again => Some(self.shared_lock(ino, &mut st)?),
+        };
         let reload = !st.dirty;
         self.revalidate(ino, &mut st, Op::ReadFiles, reload)?;
         let fsize = st.attrs.size;
@@ -783,6 +828,7 @@ impl Workspace {
             first,
             offset,
             end,
+            quiet: pass == Pass::Unlocked,
         };
         drop(_guard);
         drop(st);
@@ -1083,6 +1129,18 @@ fn without_privs(mode: u32) -> u32 {
 
 const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);
 
+/// How a pass of [`Workspace::read`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Without the inode lock.
+    Unlocked,
+    /// Under the shared inode lock.
+    Locked,
+    /// Under the lock after an unlocked pass failed: the state is checked
+    /// against the store afresh.
+    Again,
+}
+
 /// A run of slots read from a file, with what decrypting it needs (owned:
 /// no lock is held while it is decrypted).
 struct Run {
@@ -1098,6 +1156,8 @@ struct Run {
     first: u64,
     offset: u64,
     end: u64,
+    /// A failure is not logged (a first pass: the read is made again).
+    quiet: bool,
 }
 
 impl Run {
@@ -1118,10 +1178,12 @@ impl Run {
                     continue;
                 }
                 if (k + 1) * SLOT > self.have {
-                    log::error!(
-                        "inode {} block {i} is missing (truncated block file)",
-                        self.ino
-                    );
+                    if !self.quiet {
+                        log::error!(
+                            "inode {} block {i} is missing (truncated block file)",
+                            self.ino
+                        );
+                    }
                     return err(ErrorKind::Integrity, "content block missing");
                 }
                 let (g, sealed) = parse_slot(&self.raw[k * SLOT..(k + 1) * SLOT])?;
@@ -1138,7 +1200,9 @@ impl Run {
                     "content block",
                 )
                 .map_err(|e| {
-                    log::error!("integrity failure in inode {} block {i}", self.ino);
+                    if !self.quiet {
+                        log::error!("integrity failure in inode {} block {i}", self.ino);
+                    }
                     Error::from(e)
                 })?;
                 dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);

@@ -114,6 +114,9 @@ pub struct Workspace {
     /// flush (see `content::pending`); on only where something settles
     /// them periodically ([`Workspace::settle_pending`]: the daemon).
     write_behind: std::sync::atomic::AtomicBool,
+    /// This mount found no other mount once (see
+    /// `Workspace::none_pending_elsewhere`).
+    found_alone: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -161,6 +164,7 @@ impl Workspace {
             check_cache: cfg!(debug_assertions)
                 || std::env::var_os("CIRCLEFS_CHECK_ATTR_CACHE").is_some(),
             write_behind: std::sync::atomic::AtomicBool::new(false),
+            found_alone: std::sync::atomic::AtomicBool::new(false),
         };
         ws.vault.store().set_relaxed_sync()?;
         // Now present to the other mounts: wait once for their open
