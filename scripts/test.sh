@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (README command 2). Installs what it needs, then:
 # format and lint checks, the layering rule, unit + integration tests (real
-# FUSE mounts), pjdfstest against the mount, fsx (100,000 operations).
+# FUSE mounts), pjdfstest against the mount, fsx (100,000 operations, and
+# 10,000 with large files and writes).
 # Idempotent; run as root on Debian with /dev/fuse.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -60,6 +61,7 @@ fuzz() {
 export CIRCLEFS_CHECK_ATTR_CACHE=1
 stage "pjdfstest" scripts/pjdfstest.sh
 stage "fsx 100000 ops" scripts/fsx.sh "${FSX_OPS:-100000}"
+stage "fsx 10000 ops, large" scripts/fsx.sh "${FSX_LARGE_OPS:-10000}" fsx-large.toml
 stage "cargo fuzz (control 60 s, attrs 20 s)" fuzz
 
 echo

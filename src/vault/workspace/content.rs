@@ -933,7 +933,9 @@ impl Workspace {
         }
         let circle = st.access.row.id;
         let content = st.attrs.content;
-        let mut out = vec![0u8; n * SLOT];
+        // Page-aligned: a large run is written with O_DIRECT.
+        let mut slots = crate::store::blocks::SlotBuf::new(n * SLOT);
+        let out = slots.as_mut();
         let mut pt = vec![0u8; BLOCK_SIZE];
         {
             let c = self.cipher(ino, &mut st, g)?;
@@ -961,7 +963,7 @@ impl Workspace {
         for v in edge.values_mut() {
             v.fill(0);
         }
-        let inline_row = self.stage_slots(ino, &mut st, place, first, &out)?;
+        let inline_row = self.stage_slots(ino, &mut st, place, first, slots.as_ref())?;
         let now = Time::now();
         st.attrs.extents.add(first, last + 1);
         st.attrs.size = st.attrs.size.max(end);
