@@ -87,6 +87,15 @@ impl std::ops::Deref for Conn {
     }
 }
 
+/// Adds one to its counter when dropped.
+struct CountOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A point in the database's history as one connection sees it (see
 /// [`Store::version`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +132,8 @@ pub struct Store {
     group: AtomicBool,
     /// Write calls made through this connection (see [`Store::version`]).
     writes: AtomicU64,
+    /// Write calls that have returned: fewer than `writes` while one runs.
+    writes_done: AtomicU64,
     root: PathBuf,
     /// The change-feed origin of this connection, once its triggers exist.
     feed_origin: std::sync::OnceLock<i64>,
@@ -203,6 +214,7 @@ impl Store {
             flusher_parked: AtomicBool::new(false),
             group: AtomicBool::new(false),
             writes: AtomicU64::new(0),
+            writes_done: AtomicU64::new(0),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
             lock_pool: std::sync::Arc::new(Mutex::new(Vec::new())),
@@ -298,6 +310,9 @@ impl Store {
     ) -> Result<T, E> {
         let mut conn = self.lock()?;
         self.writes.fetch_add(1, Ordering::SeqCst);
+        // Counted done when this returns, before the connection is let go
+        // (locals drop in reverse order).
+        let _done = CountOnDrop(&self.writes_done);
         if !self.group.load(Ordering::Relaxed) {
             return in_tx(&conn.c, conn.touch.as_ref(), "BEGIN IMMEDIATE", f);
         }
@@ -362,10 +377,16 @@ impl Store {
     /// for the connection while another thread holds it.
     pub fn version(&self) -> Result<StoreVersion, StoreError> {
         let before = self.wal.as_ref().and_then(|w| w.header().map(|h| (w, h)));
-        if let Some((w, h)) = &before
+        // Not while a write of this connection runs: what it changes (and
+        // tells the caches) is not all done, so the count it has already
+        // added does not describe what a reader would see yet.
+        let done = self.writes_done.load(Ordering::SeqCst);
+        let started = self.writes.load(Ordering::SeqCst);
+        if started == done
+            && let Some((w, h)) = &before
             && let Some(dv) = w.unchanged(h)
         {
-            return Ok(StoreVersion(dv, self.writes.load(Ordering::SeqCst)));
+            return Ok(StoreVersion(dv, started));
         }
         let conn = self.lock()?;
         let v = self.version_of(&conn.c)?;
@@ -665,6 +686,36 @@ mod tests {
         let v1 = a.version().unwrap();
         assert!(!v0.no_foreign_commit_until(&v1));
         assert_eq!(a.version().unwrap(), v1);
+    }
+
+    #[test]
+    fn version_waits_for_a_write_of_its_own_connection() {
+        let (_dir, _root, a, _b) = two_connections();
+        let _ = a.version().unwrap();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let a = &a;
+            s.spawn(move || {
+                a.write(|tx| {
+                    tx.meta_set("x", "1")?;
+                    inside_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+            });
+            inside_rx.recv().unwrap();
+            // The write has counted itself but is not done: no answer
+            // from the header until it is.
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || tx.send(a.version().unwrap()).unwrap());
+            let early = rx.recv_timeout(Duration::from_millis(300));
+            go_tx.send(()).unwrap();
+            assert!(early.is_err(), "answered while the write ran");
+            let v = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(v, a.version().unwrap());
+        });
     }
 
     #[test]
