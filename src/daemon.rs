@@ -31,13 +31,20 @@ pub struct MountOptions {
     pub no_write_behind: bool,
     /// Time every FUSE request; write the table here at unmount.
     pub opstats: Option<PathBuf>,
+    /// The mount's readahead in KiB (0: the kernel's own, 128 KiB).
+    pub readahead_kb: u32,
 }
+
+/// Default readahead of a mount: 1 MiB, so a sequential read reaches the
+/// daemon in 1 MiB requests, each one `O_DIRECT` read of its slots.
+pub const READAHEAD_KB: u32 = 1024;
 
 impl MountOptions {
     /// Parse `-o a,b,c`.
     pub fn parse(list: &[String]) -> Result<MountOptions> {
         let mut o = MountOptions {
             threads: 2,
+            readahead_kb: READAHEAD_KB,
             ..Default::default()
         };
         for item in list.iter().flat_map(|s| s.split(',')) {
@@ -54,6 +61,15 @@ impl MountOptions {
                         Error::new(ErrorKind::BadRequest, format!("bad mount option {x}: {e}"))
                     })?);
                 }
+                x if x.starts_with("readahead=") => {
+                    o.readahead_kb = x[10..]
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= 65536)
+                        .ok_or_else(|| {
+                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
+                        })?;
+                }
                 x if x.starts_with("threads=") => {
                     o.threads = x[8..]
                         .parse::<usize>()
@@ -67,7 +83,7 @@ impl MountOptions {
                     return err(
                         ErrorKind::BadRequest,
                         format!(
-                            "unknown mount option {x} (ro, rw, allow_other, threads=N, nobatch, nowritebehind, opstats=FILE)"
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, readahead=KIB, nobatch, nowritebehind, opstats=FILE)"
                         ),
                     );
                 }
@@ -222,6 +238,11 @@ pub fn serve(
     }
 
     ready();
+    if opts.readahead_kb > 0 {
+        let mp = mountpoint.to_path_buf();
+        let kb = opts.readahead_kb;
+        std::thread::spawn(move || set_readahead(&mp, kb));
+    }
     let r = fsession.run();
     stop.store(true, Ordering::Relaxed);
     sig_handle.close();
@@ -232,6 +253,30 @@ pub fn serve(
         log::error!("final commit failed: {e}");
     }
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("FUSE session: {e}")))
+}
+
+/// Set the readahead of the mount at `mp` (its FUSE connection's own
+/// backing device info, `/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`).
+///
+/// The kernel starts a FUSE mount at 128 KiB and lowers it to what the
+/// daemon's INIT reply allows, so it is raised after INIT: the `stat` of
+/// the mount point waits for that reply. Writing the file takes root; a
+/// mount that may not keeps the kernel's 128 KiB (logged).
+fn set_readahead(mp: &Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let r = std::fs::metadata(mp).and_then(|m| {
+        let dev = m.dev();
+        let path = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev)
+        );
+        std::fs::write(&path, format!("{kb}\n")).map(|()| path)
+    });
+    match r {
+        Ok(path) => log::debug!("readahead {kb} KiB ({path})"),
+        Err(e) => log::info!("readahead left at the kernel's: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -266,5 +311,12 @@ mod tests {
                 .is_some_and(|p| p.is_absolute() && p.ends_with("ops.md"))
         );
         assert!(MountOptions::parse(&["opstats=".into()]).is_err());
+        assert_eq!(o.readahead_kb, READAHEAD_KB, "1 MiB unless told");
+        let ra = |x: &str| MountOptions::parse(&[x.into()]).map(|o| o.readahead_kb);
+        assert_eq!(ra("readahead=0").unwrap(), 0);
+        assert_eq!(ra("readahead=4096").unwrap(), 4096);
+        assert!(ra("readahead=").is_err());
+        assert!(ra("readahead=-1").is_err());
+        assert!(ra("readahead=65537").is_err());
     }
 }

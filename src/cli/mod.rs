@@ -76,7 +76,7 @@ enum Sub {
         /// Stay in the foreground (default: detach once mounted).
         #[arg(long)]
         foreground: bool,
-        /// Mount options: ro, rw, allow_other, threads=N, nobatch, nowritebehind, opstats=FILE.
+        /// Mount options: ro, rw, allow_other, threads=N, readahead=KIB, nobatch, nowritebehind, opstats=FILE.
         #[arg(short = 'o', value_delimiter = ',')]
         options: Vec<String>,
         /// Append the daemon's log (RUST_LOG) to this file.

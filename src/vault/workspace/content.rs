@@ -799,8 +799,8 @@ impl Workspace {
         // the inode lock; the keys it needs are loaded, then both locks are
         // released and the run is decrypted: a file's next request reads
         // from disk while this one decrypts.
-        let mut raw = vec![0u8; n * SLOT];
-        let have = self.read_slots(ino, &mut st, first, &mut raw)?;
+        let mut raw = crate::store::blocks::SlotBuf::new(n * SLOT);
+        let have = self.read_slots(ino, &mut st, first, raw.as_mut())?;
         let mut written = Vec::with_capacity(n);
         let mut ciphers: Vec<(KeyGen, Arc<Cipher>)> = Vec::new();
         for k in 0..n {
@@ -808,7 +808,7 @@ impl Workspace {
             let w = st.attrs.extents.contains(i);
             written.push(w);
             if w && (k + 1) * SLOT <= have {
-                let (g, _) = parse_slot(&raw[k * SLOT..(k + 1) * SLOT])?;
+                let (g, _) = parse_slot(&raw.as_ref()[k * SLOT..(k + 1) * SLOT])?;
                 if !ciphers.iter().any(|(x, _)| *x == g) {
                     self.cipher(ino, &mut st, g)?;
                     if let Some((_, c)) = st.ciphers.get(&g) {
@@ -1153,7 +1153,7 @@ struct Run {
     written: Vec<bool>,
     /// The ciphers of the key generations the run's slots name.
     ciphers: Vec<(KeyGen, Arc<Cipher>)>,
-    raw: Vec<u8>,
+    raw: crate::store::blocks::SlotBuf,
     have: usize,
     first: u64,
     offset: u64,
@@ -1188,7 +1188,7 @@ impl Run {
                     }
                     return err(ErrorKind::Integrity, "content block missing");
                 }
-                let (g, sealed) = parse_slot(&self.raw[k * SLOT..(k + 1) * SLOT])?;
+                let (g, sealed) = parse_slot(&self.raw.as_ref()[k * SLOT..(k + 1) * SLOT])?;
                 let (_, c) = self.ciphers.iter().find(|(x, _)| *x == g).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Integrity,
