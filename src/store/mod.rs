@@ -657,30 +657,49 @@ mod tests {
         assert_eq!(a.version().unwrap(), v2);
     }
 
+    /// `a.version()` asked on another thread while `hold` runs with `a` and
+    /// calls its `pause` (which returns once the answer came or `wait`
+    /// passed): the answer within `wait`, if any, and the answer at last.
+    fn version_during(
+        a: &Store,
+        wait: Duration,
+        hold: impl FnOnce(&Store, &dyn Fn()) + Send,
+    ) -> (Option<StoreVersion>, StoreVersion) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                hold(a, &|| {
+                    held_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                })
+            });
+            held_rx.recv().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || tx.send(a.version().unwrap()).unwrap());
+            let early = rx.recv_timeout(wait).ok();
+            go_tx.send(()).unwrap();
+            let last = match &early {
+                Some(v) => *v,
+                None => rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            };
+            (early, last)
+        })
+    }
+
     #[test]
     fn version_is_told_by_the_wal_index_while_the_connection_is_busy() {
         let (_dir, _root, a, b) = two_connections();
         let v0 = a.version().unwrap();
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let a = &a;
-            s.spawn(move || {
-                a.read(|_tx| {
-                    held_tx.send(()).unwrap();
-                    go_rx.recv().unwrap();
-                    Ok::<_, StoreError>(())
-                })
-                .unwrap();
-            });
-            held_rx.recv().unwrap();
-            // The connection is held: the answer comes from the header.
-            let (tx, rx) = std::sync::mpsc::channel();
-            s.spawn(move || tx.send(a.version().unwrap()).unwrap());
-            let v = rx.recv_timeout(Duration::from_secs(5));
-            go_tx.send(()).unwrap();
-            assert_eq!(v.unwrap(), v0);
+        // The connection is held by a read: the answer comes from the header.
+        let (early, _) = version_during(&a, Duration::from_secs(5), |a, pause| {
+            a.read(|_tx| {
+                pause();
+                Ok::<_, StoreError>(())
+            })
+            .unwrap()
         });
+        assert_eq!(early, Some(v0));
         // Another connection's commit changes the header: read again.
         b.write(|tx| tx.meta_set("x", "1")).unwrap();
         let v1 = a.version().unwrap();
@@ -692,30 +711,18 @@ mod tests {
     fn version_waits_for_a_write_of_its_own_connection() {
         let (_dir, _root, a, _b) = two_connections();
         let _ = a.version().unwrap();
-        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let a = &a;
-            s.spawn(move || {
-                a.write(|tx| {
-                    tx.meta_set("x", "1")?;
-                    inside_tx.send(()).unwrap();
-                    go_rx.recv().unwrap();
-                    Ok::<_, StoreError>(())
-                })
-                .unwrap();
-            });
-            inside_rx.recv().unwrap();
-            // The write has counted itself but is not done: no answer
-            // from the header until it is.
-            let (tx, rx) = std::sync::mpsc::channel();
-            s.spawn(move || tx.send(a.version().unwrap()).unwrap());
-            let early = rx.recv_timeout(Duration::from_millis(300));
-            go_tx.send(()).unwrap();
-            assert!(early.is_err(), "answered while the write ran");
-            let v = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert_eq!(v, a.version().unwrap());
+        // The write has counted itself but is not done: no answer from the
+        // header until it is.
+        let (early, last) = version_during(&a, Duration::from_millis(300), |a, pause| {
+            a.write(|tx| {
+                tx.meta_set("x", "1")?;
+                pause();
+                Ok::<_, StoreError>(())
+            })
+            .unwrap()
         });
+        assert!(early.is_none(), "answered while the write ran");
+        assert_eq!(last, a.version().unwrap());
     }
 
     #[test]
