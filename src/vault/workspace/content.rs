@@ -911,25 +911,36 @@ impl Workspace {
                 || (matches!(place, slots::Place::Nothing)
                     && self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
                     && !self.mount_lock.others_present()));
-        // Existing content of partially covered edge blocks.
-        let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
+        // Existing content of partially covered edge blocks (two adjacent
+        // ones, as a 4 KiB write mostly has, in one read).
+        let mut need: Vec<u64> = Vec::with_capacity(2);
         for i in [first, last] {
             let bstart = i * bs;
             let covers_all = offset <= bstart && end >= bstart + bs;
-            if covers_all
-                || edge.contains_key(&i)
+            if !(covers_all
+                || need.contains(&i)
                 || !st.attrs.extents.contains(i)
-                || i >= old_blocks
+                || i >= old_blocks)
             {
-                continue;
+                need.push(i);
             }
-            let mut slot = vec![0u8; SLOT];
-            if Self::read_placed(&place, &st, i, &mut slot)? < SLOT {
+        }
+        let runs: Vec<(u64, usize)> = match need[..] {
+            [a, b] if b == a + 1 => vec![(a, 2)],
+            _ => need.iter().map(|i| (*i, 1)).collect(),
+        };
+        let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (at, count) in runs {
+            let mut raw = vec![0u8; count * SLOT];
+            if Self::read_placed(&place, &st, at, &mut raw)? < raw.len() {
                 return err(ErrorKind::Integrity, "content block missing");
             }
-            let mut pt = vec![0u8; BLOCK_SIZE];
-            self.open_block(ino, &mut st, i, &slot, &mut pt)?;
-            edge.insert(i, pt);
+            for (k, slot) in raw.chunks_exact(SLOT).enumerate() {
+                let i = at + k as u64;
+                let mut pt = vec![0u8; BLOCK_SIZE];
+                self.open_block(ino, &mut st, i, slot, &mut pt)?;
+                edge.insert(i, pt);
+            }
         }
         let circle = st.access.row.id;
         let content = st.attrs.content;
@@ -939,6 +950,7 @@ impl Workspace {
         let mut pt = vec![0u8; BLOCK_SIZE];
         {
             let c = self.cipher(ino, &mut st, g)?;
+            let mut nonces = crate::crypto::aead::Nonces::fresh(n)?;
             for k in 0..n {
                 let i = first + k as u64;
                 let bstart = i * bs;
@@ -952,7 +964,8 @@ impl Workspace {
                     .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
                 let slot = &mut out[k * SLOT..(k + 1) * SLOT];
                 put_header(slot, g);
-                c.seal_into(
+                c.seal_into_from(
+                    &mut nonces,
                     &aad::block(circle, &content, g, BlockIndex(i)),
                     &pt,
                     &mut slot[HEADER..],
