@@ -27,7 +27,7 @@ pub struct MountOptions {
     pub threads: usize,
     /// Commit every operation on its own (no group commit).
     pub no_batch: bool,
-    /// Store every write at once (no write-behind for new files).
+    /// Store every write at once (no write-behind).
     pub no_write_behind: bool,
     /// Time every FUSE request; write the table here at unmount.
     pub opstats: Option<PathBuf>,

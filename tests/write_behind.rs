@@ -1,5 +1,6 @@
-//! Write-behind below FUSE: the first writes of a new small file wait in
-//! its open state, sealed, holding the file's inode lock, until a flush,
+//! Write-behind below FUSE: the writes of a file made while no other mount
+//! is present (a new file's and an existing file's alike) wait in its open
+//! state, sealed, holding the file's inode lock, until a flush,
 //! a record save, another operation that takes the lock, or
 //! `settle_pending` stores them; what another connection reads is always
 //! a consistent record and content, and the lock keeps it from reading
@@ -236,4 +237,56 @@ fn a_removed_trustees_pending_content_is_dropped_and_the_lock_released() {
         .expect("alice's read waited for the lock of a removed trustee");
     assert_eq!(got, b"", "nothing of it was stored");
     reader.join().unwrap();
+}
+
+#[test]
+fn writes_to_an_existing_file_wait_too() {
+    let t = TempStore::new();
+    let (wa, root) = t.alice_alone();
+    wa.set_write_behind(true);
+    // Stored first: one file inline, one in a block file.
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let s = wa.create_open(root, b"s", 0o644, ME).unwrap().ino;
+    wa.write(s, 0, b"old small content").unwrap();
+    wa.flush(s).unwrap();
+    let b = wa.create_open(root, b"b", 0o644, ME).unwrap().ino;
+    wa.write(b, 0, &big).unwrap();
+    wa.flush(b).unwrap();
+    assert_eq!(wa.settle_pending().unwrap(), 0, "both stored");
+    // Alone: an overwrite and an append of each wait for the flush.
+    wa.write(s, 0, b"NEW").unwrap();
+    wa.write(s, 17, b" and more").unwrap();
+    wa.write(b, 100, b"NEW").unwrap();
+    wa.write(b, 40_000, b"tail").unwrap();
+    assert_eq!(wa.read(s, 0, 100).unwrap(), b"NEW small content and more");
+    // Bob joins: he sees the records last stored, and his read waits for
+    // the content.
+    let wb = Arc::new(bob(&t));
+    assert_eq!(wb.getattr(s).unwrap().attrs.size, 17, "the record waits");
+    assert_eq!(wb.getattr(b).unwrap().attrs.size, 40_000);
+    let (rx, reader) = read_in_thread(&wb, s);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "bob's read waits while alice's content is pending"
+    );
+    wa.flush(s).unwrap();
+    assert_eq!(rx.recv().unwrap(), b"NEW small content and more");
+    reader.join().unwrap();
+    assert_eq!(wa.settle_pending().unwrap(), 1, "the block file's record");
+    let got = bob_reads(&wb, b);
+    assert_eq!(got.len(), 40_004);
+    assert_eq!(&got[..100], &big[..100]);
+    assert_eq!(&got[100..103], b"NEW");
+    assert_eq!(&got[103..40_000], &big[103..]);
+    assert_eq!(&got[40_000..], b"tail");
+    // With bob present, the next write is stored at once.
+    wa.write(s, 0, b"bob").unwrap();
+    let (rx, reader) = read_in_thread(&wb, s);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"bob small content and more"
+    );
+    reader.join().unwrap();
+    wa.release(s).unwrap();
+    wa.release(b).unwrap();
 }

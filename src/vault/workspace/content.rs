@@ -904,12 +904,13 @@ impl Workspace {
         } else {
             mode
         };
-        // Write-behind: a new file's writes (nothing stored yet) stay
-        // pending until a flush, and so do the next ones.
+        // Write-behind: while no other mount is present, a file's writes
+        // stay pending until a flush or the poll, and so do the next ones
+        // (they hold its inode lock; a new file's slots wait with them,
+        // inline, a block file's are written at once and its record waits).
         let defer = killed == mode
             && (st.pending.is_some()
-                || (matches!(place, slots::Place::Nothing)
-                    && self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
+                || (self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
                     && !self.mount_lock.others_present()));
         // Existing content of partially covered edge blocks (two adjacent
         // ones, as a 4 KiB write mostly has, in one read).

@@ -1,5 +1,6 @@
-//! Write-behind: the first writes of a new file wait in its open state,
-//! holding its inode lock, until something stores (settles) them.
+//! Write-behind: a file's writes made while no other mount is present
+//! wait in its open state, holding its inode lock, until something stores
+//! (settles) them.
 
 use super::OpenFile;
 use crate::error::{ErrorKind, Result};
@@ -7,7 +8,7 @@ use crate::ids::InodeId;
 use crate::store::blocks::InodeLock;
 use crate::vault::workspace::{Op, Workspace};
 
-/// Content of a new file written through this state and not stored yet
+/// Content of a file written through this state and not stored yet
 /// (write-behind): the record changes in the state's attributes, the whole
 /// inline row while the slots are inline (sealed as it will be stored;
 /// once they outgrow it, they are in the block file, written at once, and
@@ -58,8 +59,8 @@ impl Workspace {
         }
     }
 
-    /// Keep the first writes of new files in their open state until they
-    /// are settled (see [`Pending`]). Only for a workspace whose owner
+    /// Keep files' writes made while no other mount is present in their
+    /// open state until they are settled (see [`Pending`]). Only for a workspace whose owner
     /// calls [`Workspace::settle_pending`] periodically.
     pub fn set_write_behind(&self, on: bool) {
         self.write_behind
