@@ -498,18 +498,28 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn large_runs_are_read_direct_and_see_buffered_writes() {
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        // On the project's disk: tmpfs would count no storage reads.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let f = OpenOptions::new()
+    /// A new empty file `b` in `dir`, open for reading and writing.
+    fn scratch(dir: &std::path::Path) -> File {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(dir.path().join("b"))
-            .unwrap();
+            .open(dir.join("b"))
+            .unwrap()
+    }
+
+    /// Whether the description has `O_DIRECT` set.
+    fn is_direct(f: &File) -> bool {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_DIRECT)
+    }
+
+    #[test]
+    fn large_runs_are_read_direct_and_see_buffered_writes() {
+        // On the project's disk: tmpfs would count no storage reads.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let f = scratch(dir.path());
         let n = DIRECT_READ_MIN / SLOT + 2;
         let data: Vec<u8> = (0..n * SLOT).map(|i| (i % 251) as u8).collect();
         f.write_all_at(&data, 0).unwrap();
@@ -541,11 +551,7 @@ mod tests {
         assert_eq!(&buf.as_ref()[..3 * SLOT], &data[..3 * SLOT]);
         assert_eq!(&buf.as_ref()[3 * SLOT..4 * SLOT], &fresh[..]);
         assert_eq!(&buf.as_ref()[4 * SLOT..n * SLOT], &data[4 * SLOT..]);
-        let flags = OFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GETFL).unwrap());
-        assert!(
-            !flags.contains(OFlag::O_DIRECT),
-            "the description is left buffered"
-        );
+        assert!(!is_direct(&f), "the description is left buffered");
         // A short run stays buffered.
         let mut small = SlotBuf::new(2 * SLOT);
         let before = storage_reads();
@@ -558,15 +564,8 @@ mod tests {
 
     #[test]
     fn large_runs_are_written_direct_and_read_back() {
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let dir = tempfile::tempdir().unwrap();
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("b"))
-            .unwrap();
+        let f = scratch(dir.path());
         let n = DIRECT_MIN / SLOT + 3;
         let mut aligned = SlotBuf::new(n * SLOT);
         assert_eq!(aligned.as_ref().as_ptr() as usize % SLOT, 0);
@@ -581,11 +580,7 @@ mod tests {
             .chain(aligned.as_ref().iter().map(|b| b.wrapping_add(1)))
             .collect();
         write_slots(&f, BlockIndex(n as u64), &unaligned[1..]).unwrap();
-        let flags = OFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GETFL).unwrap());
-        assert!(
-            !flags.contains(OFlag::O_DIRECT),
-            "the description is left buffered"
-        );
+        assert!(!is_direct(&f), "the description is left buffered");
         let mut back = vec![0u8; (2 * n + 1) * SLOT];
         assert_eq!(
             read_run(&f, BlockIndex(0), &mut back).unwrap(),
