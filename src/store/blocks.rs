@@ -283,13 +283,19 @@ pub fn read_run(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, St
     {
         return Ok(n);
     }
+    Ok(read_full(f, off, buf)?)
+}
+
+/// Read into `buf` at `off` until it is full or the file ends; the bytes
+/// read.
+fn read_full(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], off + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(done)
@@ -300,10 +306,21 @@ pub fn read_run(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, St
 /// 33 slots), more than a random 4 KiB read (two).
 pub const DIRECT_READ_MIN: usize = 16 * SLOT;
 
-/// Read into `buf` at `off` with `O_DIRECT` (set on the description for
-/// this read only: every user of a file's description holds its state's
-/// lock); None if the description or the filesystem refuses it.
+/// Read into `buf` at `off` with `O_DIRECT` (see [`with_direct`]); None
+/// if it is refused (an unaligned read past a short end of the file is
+/// too: it is then read again buffered).
 fn read_direct(f: &File, off: u64, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+    with_direct(f, || read_full(f, off, buf))
+}
+
+/// Run `io` on `f` with `O_DIRECT` set on its description for this call
+/// only (every user of a block file's description holds its state's
+/// lock). None, with the flag restored, if the description or the
+/// filesystem (EINVAL) refuses it: the caller does the buffered I/O.
+fn with_direct<T>(
+    f: &File,
+    io: impl FnOnce() -> std::io::Result<T>,
+) -> Result<Option<T>, StoreError> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let Ok(bits) = fcntl(f, FcntlArg::F_GETFL) else {
         return Ok(None);
@@ -312,37 +329,13 @@ fn read_direct(f: &File, off: u64, buf: &mut [u8]) -> Result<Option<usize>, Stor
     if fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).is_err() {
         return Ok(None);
     }
-    let mut done = 0;
-    let mut r = Ok(());
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) if n % SLOT != 0 => {
-                done += n;
-                break;
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                r = Err(e);
-                break;
-            }
-        }
-    }
-    let restored = fcntl(f, FcntlArg::F_SETFL(flags));
-    match r {
-        // Refused (alignment, or a filesystem without O_DIRECT): read it
-        // all again buffered.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            restored.map_err(std::io::Error::from)?;
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-        Ok(()) => {
-            restored.map_err(std::io::Error::from)?;
-            Ok(Some(done))
-        }
-    }
+    let r = match io() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        Err(e) => return Err(e.into()),
+        Ok(v) => Some(v),
+    };
+    fcntl(f, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(r)
 }
 
 /// Remove a file; missing is fine.
@@ -381,7 +374,6 @@ pub const DIRECT_MIN: usize = 64 * SLOT;
 /// Write `data` at `off` with `O_DIRECT`; false (nothing written) if the
 /// description or the filesystem refuses it.
 fn write_direct(f: &File, off: u64, data: &[u8]) -> Result<bool, StoreError> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let copy;
     let src = if (data.as_ptr() as usize).is_multiple_of(SLOT) {
         data
@@ -391,23 +383,7 @@ fn write_direct(f: &File, off: u64, data: &[u8]) -> Result<bool, StoreError> {
         copy = b;
         copy.as_ref()
     };
-    let Ok(bits) = fcntl(f, FcntlArg::F_GETFL) else {
-        return Ok(false);
-    };
-    let flags = OFlag::from_bits_truncate(bits);
-    if fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).is_err() {
-        return Ok(false);
-    }
-    let r = f.write_all_at(src, off);
-    let restored = fcntl(f, FcntlArg::F_SETFL(flags));
-    match r {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-        Err(e) => Err(e.into()),
-        Ok(()) => {
-            restored.map_err(std::io::Error::from)?;
-            Ok(true)
-        }
-    }
+    Ok(with_direct(f, || f.write_all_at(src, off))?.is_some())
 }
 
 /// A zeroed buffer of whole slots that starts on a page boundary (as
