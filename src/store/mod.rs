@@ -45,6 +45,14 @@ pub const DB_FILE: &str = "circlefs.db";
 /// Name of the block directory inside a store directory.
 pub const BLOCKS_DIR: &str = "blocks";
 
+/// Bytes of the database file a connection reads through a read-only
+/// memory map (`PRAGMA mmap_size`); pages past it are read with `pread`.
+/// A cold miss then faults in the device's readahead around the page
+/// instead of one 4 KiB page, a warm read copies nothing, and the mapped
+/// pages are page cache the kernel may reclaim (they count in the
+/// daemon's RSS as `RssFile`, hence the bound).
+pub const MMAP_BYTES: i64 = 64 << 20;
+
 /// What a write through this connection changed, for a cache of decoded
 /// rows kept above the store (see [`Store::on_touch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +168,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "secure_delete", "ON")?;
     // Savepoint (statement) journals of group-commit batches in memory, not temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     Ok(())
 }
 
@@ -597,6 +606,48 @@ mod tests {
         let a = Store::create(&root).unwrap();
         let b = Store::open(&root).unwrap();
         (dir, root, a, b)
+    }
+
+    /// The database pages a connection reads come from a read-only map of
+    /// the database file, at most [`MMAP_BYTES`] of it.
+    #[test]
+    fn reads_come_from_a_bounded_map_of_the_database() {
+        let (_dir, root, a, _b) = two_connections();
+        let maps = || -> Vec<(u64, String)> {
+            let db = root.join(DB_FILE).canonicalize().unwrap();
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter(|l| l.ends_with(db.to_str().unwrap()))
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let (lo, hi) = f[0].split_once('-').unwrap();
+                    let len =
+                        u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap();
+                    (len, f[1].to_string())
+                })
+                .collect()
+        };
+        // Grow the file past the bound, checkpoint it into the database
+        // file, and read it back.
+        let big = "x".repeat(3000);
+        a.write(|tx| {
+            for i in 0..24_000 {
+                tx.meta_set(&format!("k{i}"), &big)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        a.checkpoint().unwrap();
+        let len = std::fs::metadata(root.join(DB_FILE)).unwrap().len();
+        assert!(len > MMAP_BYTES as u64, "{len}");
+        assert_eq!(meta(&a, "k23999").as_deref(), Some(big.as_str()));
+        let m = maps();
+        assert!(!m.is_empty(), "the database file is not mapped");
+        for (len, perms) in m {
+            assert!(len <= MMAP_BYTES as u64, "{len}");
+            assert!(!perms.contains('w'), "{perms}");
+        }
     }
 
     #[test]
