@@ -15,7 +15,32 @@ use crate::ids::{BlockIndex, InodeId};
 /// workspace of another process) is present: see [`MountLock::others_present`].
 pub struct MountLock {
     _flock: nix::fcntl::Flock<File>,
-    presence: File,
+    presence: std::sync::Arc<File>,
+}
+
+/// Asks, through a [`MountLock`]'s description, whether other mounts are
+/// present, without keeping that description (and so the lock) alive:
+/// once the lock is dropped it answers true, the answer that asks for
+/// the most care.
+#[derive(Clone, Debug)]
+pub struct PresenceProbe(std::sync::Weak<File>);
+
+impl PresenceProbe {
+    /// See [`MountLock::others_present`]; true once the lock is gone.
+    pub fn others_present(&self) -> bool {
+        self.0.upgrade().is_none_or(|f| others_hold(&f))
+    }
+}
+
+/// Whether a description other than `presence`'s holds a lock on the
+/// presence byte (or that cannot be told).
+fn others_hold(presence: &File) -> bool {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let mut fl = byte_range(libc::F_WRLCK, PRESENCE_BYTE);
+    match fcntl(presence, FcntlArg::F_OFD_GETLK(&mut fl)) {
+        Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
+        Err(_) => true,
+    }
 }
 
 impl std::fmt::Debug for MountLock {
@@ -29,12 +54,12 @@ impl MountLock {
     /// cannot be told). Asked through this lock's own description, so only
     /// other descriptions' locks (other mounts) are reported.
     pub fn others_present(&self) -> bool {
-        use nix::fcntl::{FcntlArg, fcntl};
-        let mut fl = byte_range(libc::F_WRLCK, PRESENCE_BYTE);
-        match fcntl(&self.presence, FcntlArg::F_OFD_GETLK(&mut fl)) {
-            Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
-            Err(_) => true,
-        }
+        others_hold(&self.presence)
+    }
+
+    /// A probe asking the same question for as long as this lock lives.
+    pub fn probe(&self) -> PresenceProbe {
+        PresenceProbe(std::sync::Arc::downgrade(&self.presence))
     }
 }
 
@@ -147,7 +172,7 @@ impl Store {
         Ok((
             MountLock {
                 _flock: guard,
-                presence,
+                presence: std::sync::Arc::new(presence),
             },
             alone,
         ))
@@ -435,8 +460,14 @@ mod tests {
         let (lb, alone) = b.mount_lock().unwrap();
         assert!(!alone);
         assert!(la.others_present() && lb.others_present());
+        let probe = lb.probe();
+        assert!(probe.others_present());
         drop(lb);
         assert!(!la.others_present(), "the other mount left");
+        // The probe kept nothing alive, and answers true without its lock.
+        assert!(probe.others_present());
+        let probe = la.probe();
+        assert!(!probe.others_present());
         // Inode locks: shared with shared, exclusive against both, per inode,
         // also between holders in one process; the description is reused.
         let ino = InodeId(7);

@@ -34,19 +34,27 @@ pub struct ChangedName {
 
 /// The record and inode triggers, with `{origin}` replaced by the mount's
 /// feed id. Record re-seals (revocation) change no `seq` and leave no row.
+/// Each fires only while `circlefs_feed_on()` (see [`FEED_ON_FN`]).
 const INODE_TRIGGERS: &str = r#"
-CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_record AFTER UPDATE OF seq ON main.inodes BEGIN
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_record AFTER UPDATE OF seq ON main.inodes
+WHEN circlefs_feed_on() BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.id, unixepoch());
 END;
-CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes BEGIN
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes
+WHEN circlefs_feed_on() BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, old.id, unixepoch());
 END;
 "#;
 
+/// The connection's SQL function that tells the triggers whether to log:
+/// [`Store`]'s feed flag, set at the start of each write transaction.
+const FEED_ON_FN: &str = "circlefs_feed_on";
+
 /// A name trigger: `{event}` on `dirents` logs the `{row}` (`new` or `old`)
 /// entry with its sealed name.
 const NAME_TRIGGER: &str = r#"
-CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_{event} AFTER {event} ON main.dirents BEGIN
+CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_{event} AFTER {event} ON main.dirents
+WHEN circlefs_feed_on() BEGIN
     INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
     VALUES ({origin}, {row}.ino, {row}.parent,
             (SELECT circle_id FROM main.inodes WHERE id = {row}.parent),
@@ -68,12 +76,31 @@ impl Store {
     /// connection is written to the feed under `origin` (the mount's id).
     /// Returns the origin in effect: the first one given to this connection
     /// (workspaces sharing a connection share its triggers).
-    pub fn record_changes(&self, origin: i64) -> Result<i64, StoreError> {
-        let conn = self.lock()?;
+    ///
+    /// With a `probe`, a write transaction that finds no other mount
+    /// present once it holds the SQLite write lock logs nothing: nobody
+    /// could read its rows. A mount that joins later reads the feed only
+    /// from its newest row, after waiting once for the write lock (so for
+    /// every transaction begun before it was present to commit).
+    pub fn record_changes(
+        &self,
+        origin: i64,
+        probe: Option<super::blocks::PresenceProbe>,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.lock()?;
         if let Some(o) = self.feed_origin.get() {
             return Ok(*o);
         }
+        let on = std::sync::Arc::clone(&self.feed_on);
+        conn.c.create_scalar_function(
+            FEED_ON_FN,
+            0,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_INNOCUOUS,
+            move |_| Ok(on.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
         conn.execute_batch(&triggers(origin))?;
+        conn.feed_probe = probe;
         Ok(*self.feed_origin.get_or_init(|| origin))
     }
 }
@@ -169,6 +196,51 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// With a presence probe, a write transaction logs to the feed only
+    /// when it finds another mount present once it holds the write lock;
+    /// with or without group commit.
+    #[test]
+    fn the_feed_is_written_only_while_another_mount_is_present() {
+        let (_dir, _root, a, b) = crate::store::tests::two_connections();
+        let (mine, _) = a.mount_lock().unwrap();
+        a.record_changes(9, Some(mine.probe())).unwrap();
+        a.write(|tx| {
+            tx.c.execute_batch(
+                "INSERT INTO circles(id, name_index, name_ct, epoch, created) \
+                 VALUES (1, x'01', x'01', 1, 0); \
+                 INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (5, 1, 1, 1, x'00');",
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        let touch = |n: i64| {
+            a.write(|tx| {
+                tx.c.execute("UPDATE inodes SET seq = ?1 WHERE id = 5", [n])?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+            a.commit_pending().unwrap();
+            b.read(|tx| tx.changes_since(0, 0, 100)).unwrap().len()
+        };
+        for group in [false, true] {
+            a.set_group_commit(group).unwrap();
+            let before = touch(1);
+            assert_eq!(touch(2), before, "alone: nothing logged (group {group})");
+            let (other, _) = b.mount_lock().unwrap();
+            assert_eq!(
+                touch(3),
+                before + 1,
+                "another mount: logged (group {group})"
+            );
+            drop(other);
+            assert_eq!(touch(4), before + 1, "alone again (group {group})");
+        }
+        // The probe's lock gone: logged, the careful answer.
+        drop(mine);
+        let n = b.read(|tx| tx.changes_since(0, 0, 100)).unwrap().len();
+        assert_eq!(touch(5), n + 1);
+    }
+
     #[test]
     fn prune_keeps_the_newest_row_nameless_so_seq_never_goes_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -192,7 +264,7 @@ mod tests {
         assert_eq!(left[0].seq, 3);
         assert!(left[0].name.is_none());
         // The next row continues after it.
-        store.record_changes(9).unwrap();
+        store.record_changes(9, None).unwrap();
         store
             .write(|tx| {
                 tx.c.execute(

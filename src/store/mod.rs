@@ -86,6 +86,9 @@ pub(crate) struct Conn {
     batch: Option<Instant>,
     /// Block files to remove once the batch deleting their rows commits.
     doomed: Vec<PathBuf>,
+    /// Asked at the start of each write transaction whether the change
+    /// feed is needed (see [`Store::record_changes`]); None: always.
+    feed_probe: Option<blocks::PresenceProbe>,
 }
 
 impl std::ops::Deref for Conn {
@@ -145,6 +148,8 @@ pub struct Store {
     root: PathBuf,
     /// The change-feed origin of this connection, once its triggers exist.
     feed_origin: std::sync::OnceLock<i64>,
+    /// Whether the feed triggers log, for the transaction running now.
+    feed_on: std::sync::Arc<AtomicBool>,
     /// Idle open descriptions of `inodes.lock` (see [`blocks::InodeLock`]).
     lock_pool: std::sync::Arc<Mutex<Vec<std::fs::File>>>,
     /// The database's wal-index, for [`Store::version`] without a
@@ -218,6 +223,7 @@ impl Store {
                 touch: None,
                 batch: None,
                 doomed: Vec::new(),
+                feed_probe: None,
             }),
             batch_opened: Condvar::new(),
             flusher_parked: AtomicBool::new(false),
@@ -226,6 +232,7 @@ impl Store {
             writes_done: AtomicU64::new(0),
             root: root.to_path_buf(),
             feed_origin: std::sync::OnceLock::new(),
+            feed_on: std::sync::Arc::new(AtomicBool::new(true)),
             lock_pool: std::sync::Arc::new(Mutex::new(Vec::new())),
             wal: None,
         };
@@ -323,11 +330,16 @@ impl Store {
         // (locals drop in reverse order).
         let _done = CountOnDrop(&self.writes_done);
         if !self.group.load(Ordering::Relaxed) {
-            return in_tx(&conn.c, conn.touch.as_ref(), "BEGIN IMMEDIATE", f);
+            let c = &*conn;
+            return in_tx(&c.c, c.touch.as_ref(), "BEGIN IMMEDIATE", |tx| {
+                self.gate_feed(c);
+                f(tx)
+            });
         }
         if conn.batch.is_none() {
             exec(&conn.c, "BEGIN IMMEDIATE")?;
             conn.batch = Some(Instant::now());
+            self.gate_feed(&conn);
             if self.flusher_parked.load(Ordering::Relaxed) {
                 self.batch_opened.notify_all();
             }
@@ -354,6 +366,14 @@ impl Store {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// With the write lock just taken: whether the transaction's changes
+    /// go to the feed (always, unless a probe finds no other mount).
+    fn gate_feed(&self, conn: &Conn) {
+        if let Some(p) = &conn.feed_probe {
+            self.feed_on.store(p.others_present(), Ordering::Relaxed);
         }
     }
 

@@ -54,7 +54,10 @@ impl Workspace {
     /// Start recording this mount's changes and skip what is already in the feed.
     pub(super) fn feed_start(&self) -> Result<()> {
         let origin = i64::from_le_bytes(crate::crypto::random_bytes::<8>()?);
-        let origin = self.vault.store().record_changes(origin)?;
+        let origin = self
+            .vault
+            .store()
+            .record_changes(origin, Some(self.mount_lock.probe()))?;
         let last = self.vault.store().read(|tx| tx.changes_latest())?;
         *lock(&self.feed)? = FeedState {
             origin,
