@@ -354,12 +354,16 @@ fn with_direct<T>(
     if fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).is_err() {
         return Ok(None);
     }
-    let r = match io() {
+    let r = io();
+    // Restored whatever `io` did: a description left in O_DIRECT would
+    // make later unaligned buffered I/O on it fail.
+    let restored = fcntl(f, FcntlArg::F_SETFL(flags));
+    let r = match r {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
         Err(e) => return Err(e.into()),
         Ok(v) => Some(v),
     };
-    fcntl(f, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    restored.map_err(std::io::Error::from)?;
     Ok(r)
 }
 
@@ -520,6 +524,28 @@ mod tests {
     fn is_direct(f: &File) -> bool {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
         OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_DIRECT)
+    }
+
+    /// A failed I/O leaves the description buffered as well, whether the
+    /// failure was a refusal (EINVAL: None) or a real error (returned).
+    #[test]
+    fn direct_io_restores_the_flags_when_it_fails() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let f = scratch(dir.path());
+        let refused = with_direct(&f, || {
+            assert!(is_direct(&f));
+            Err::<(), _>(std::io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert!(matches!(refused, Ok(None)));
+        assert!(!is_direct(&f));
+        let failed = with_direct(&f, || {
+            Err::<(), _>(std::io::Error::from_raw_os_error(libc::EIO))
+        });
+        assert!(failed.is_err());
+        assert!(
+            !is_direct(&f),
+            "the description is left buffered after an error"
+        );
     }
 
     #[test]
