@@ -624,6 +624,45 @@ fn nothing_in_clear_in_the_store() {
     );
 }
 
+/// How many of the daemon's threads serve the FUSE device, once `want`
+/// have started (they start after the mount is up) or after 5 s.
+fn fuse_threads(m: &Mount, want: usize) -> usize {
+    let pid = m.daemon_pid().expect("daemon pid");
+    let count = || {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|e| fs::read_to_string(e.unwrap().path().join("comm")).ok())
+            .filter(|c| c.starts_with("fuser-"))
+            .count()
+    };
+    for _ in 0..100 {
+        if count() >= want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    count()
+}
+
+#[test]
+fn worker_threads_default_to_three_per_cpu() {
+    if !fuse_available() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let (_t, m) = setup("c");
+    let want = (3 * cpus).clamp(4, 24);
+    assert_eq!(fuse_threads(&m, want), want);
+    fs::write(m.path("c/f"), b"served").unwrap();
+    assert_eq!(fs::read(m.path("c/f")).unwrap(), b"served");
+    drop(m);
+    let (_t, m) = setup_with("c", &["threads=1"]);
+    fs::write(m.path("c/f"), b"one thread").unwrap();
+    assert_eq!(fs::read(m.path("c/f")).unwrap(), b"one thread");
+    // Requests served: the session's threads were all started before.
+    assert_eq!(fuse_threads(&m, 1), 1, "-o threads=N is obeyed");
+}
+
 #[test]
 fn crash_loses_nothing_fsynced() {
     if !fuse_available() {
