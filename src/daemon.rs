@@ -36,17 +36,19 @@ pub struct MountOptions {
 }
 
 /// FUSE worker threads per CPU by default (see [`default_threads`]).
-const THREADS_PER_CPU: usize = 3;
+const THREADS_PER_CPU: usize = 2;
 /// Bounds of the default number of FUSE worker threads.
-const DEFAULT_THREADS: std::ops::RangeInclusive<usize> = 4..=24;
+const DEFAULT_THREADS: std::ops::RangeInclusive<usize> = 4..=16;
 
-/// The default number of FUSE worker threads: three per CPU, 4 to 24.
+/// The default number of FUSE worker threads: two per CPU, 4 to 16.
 /// Each request wakes one of the threads waiting on the FUSE device; on
-/// the 2-CPU machine of docs/performance.md six threads answered random
-/// 4 KiB I/O 25-33 % faster and small-file creation 15 % faster than two
-/// (why more idle threads help is not established: docs/performance.md).
-/// Each thread costs about 1-2 MiB of resident memory once large requests
-/// have passed through it (its request buffer and allocator arena).
+/// the 2-CPU machine of docs/performance.md four threads answered random
+/// 4 KiB I/O 15-30 % faster than two (why more idle threads help is not
+/// established: docs/performance.md). Each thread costs about 3 MiB of
+/// resident memory once 1 MiB requests have passed through it (its
+/// request buffer and allocator arena), so six, though a little faster
+/// again at small-file creation, took the benchmark's peak RSS past
+/// 100 MiB.
 pub fn default_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     cpus.saturating_mul(THREADS_PER_CPU)
@@ -326,7 +328,7 @@ mod tests {
         let t = MountOptions::parse(&[]).unwrap().threads;
         assert_eq!(t, default_threads());
         let cpus = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(t, (3 * cpus).clamp(4, 24), "three per CPU, 4 to 24");
+        assert_eq!(t, (2 * cpus).clamp(4, 16), "two per CPU, 4 to 16");
         let o = MountOptions::parse(&["opstats=ops.md".into()]).unwrap();
         assert!(
             o.opstats

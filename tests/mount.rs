@@ -645,13 +645,13 @@ fn fuse_threads(m: &Mount, want: usize) -> usize {
 }
 
 #[test]
-fn worker_threads_default_to_three_per_cpu() {
+fn worker_threads_default_to_two_per_cpu() {
     if !fuse_available() {
         return;
     }
     let cpus = std::thread::available_parallelism().unwrap().get();
     let (_t, m) = setup("c");
-    let want = (3 * cpus).clamp(4, 24);
+    let want = (2 * cpus).clamp(4, 16);
     assert_eq!(fuse_threads(&m, want), want);
     fs::write(m.path("c/f"), b"served").unwrap();
     assert_eq!(fs::read(m.path("c/f")).unwrap(), b"served");
