@@ -43,7 +43,7 @@ const DEFAULT_THREADS: std::ops::RangeInclusive<usize> = 4..=16;
 /// The default number of FUSE worker threads: two per CPU, 4 to 16.
 /// Each request wakes one of the threads waiting on the FUSE device; on
 /// the 2-CPU machine of docs/performance.md four threads answered random
-/// 4 KiB I/O 15-30 % faster than two (why more idle threads help is not
+/// 4 KiB I/O 14-31 % faster than two (why more idle threads help is not
 /// established: docs/performance.md). Each thread costs about 3 MiB of
 /// resident memory once 1 MiB requests have passed through it (its
 /// request buffer and allocator arena), so six, though a little faster
