@@ -34,14 +34,14 @@ pub struct ChangedName {
 
 /// The record and inode triggers, with `{origin}` replaced by the mount's
 /// feed id. Record re-seals (revocation) change no `seq` and leave no row.
-/// Each fires only while `circlefs_feed_on()` (see [`FEED_ON_FN`]).
+/// Each fires only while `{feed_on}()` (the SQL function [`FEED_ON_FN`]) is true.
 const INODE_TRIGGERS: &str = r#"
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_record AFTER UPDATE OF seq ON main.inodes
-WHEN circlefs_feed_on() BEGIN
+WHEN {feed_on}() BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, new.id, unixepoch());
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_gone AFTER DELETE ON main.inodes
-WHEN circlefs_feed_on() BEGIN
+WHEN {feed_on}() BEGIN
     INSERT INTO main.inode_changes(origin, ino, at) VALUES ({origin}, old.id, unixepoch());
 END;
 "#;
@@ -54,7 +54,7 @@ const FEED_ON_FN: &str = "circlefs_feed_on";
 /// entry with its sealed name.
 const NAME_TRIGGER: &str = r#"
 CREATE TEMP TRIGGER IF NOT EXISTS circlefs_feed_{event} AFTER {event} ON main.dirents
-WHEN circlefs_feed_on() BEGIN
+WHEN {feed_on}() BEGIN
     INSERT INTO main.inode_changes(origin, ino, parent, circle_id, epoch, name_ct, at)
     VALUES ({origin}, {row}.ino, {row}.parent,
             (SELECT circle_id FROM main.inodes WHERE id = {row}.parent),
@@ -69,6 +69,7 @@ fn triggers(origin: i64) -> String {
         sql.push_str(&NAME_TRIGGER.replace("{event}", event).replace("{row}", row));
     }
     sql.replace("{origin}", &origin.to_string())
+        .replace("{feed_on}", FEED_ON_FN)
 }
 
 impl Store {
