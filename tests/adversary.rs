@@ -422,6 +422,33 @@ fn inode_rows(t: &TempStore, ino: InodeId) -> i64 {
     .sum()
 }
 
+/// The wrapped key rows of `ino`.
+fn wrapped_keys_of(t: &TempStore, ino: InodeId) -> Vec<Vec<u8>> {
+    let c = Connection::open(t.db()).unwrap();
+    file_key_rows(&c)
+        .into_iter()
+        .filter(|r| r.0 == ino.0)
+        .map(|r| r.4)
+        .collect()
+}
+
+/// Whether the store's database or WAL file holds `needle`, after a
+/// checkpoint that truncates the WAL.
+fn store_holds(t: &TempStore, needle: &[u8]) -> bool {
+    let c = Connection::open(t.db()).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(c);
+    let mut wal = t.db().into_os_string();
+    wal.push("-wal");
+    [t.db(), wal.into()].iter().any(|p| {
+        std::fs::read(p)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    })
+}
+
 #[test]
 fn deleted_files_leave_no_rows_however_they_were_created() {
     let (t, w, r1, _) = setup();
@@ -437,8 +464,16 @@ fn deleted_files_leave_no_rows_however_they_were_created() {
     assert_eq!(get(&w, opened).unwrap(), b"data");
     for (name, ino) in [("made", made), ("opened", opened)] {
         assert!(inode_rows(&t, ino) >= 2, "{name}: inode and key rows");
+        let wrapped = wrapped_keys_of(&t, ino);
+        assert!(!wrapped.is_empty() && wrapped.iter().all(|k| store_holds(&t, k)));
         w.unlink(r1, name.as_bytes(), false).unwrap();
         assert_eq!(inode_rows(&t, ino), 0, "{name}: deleted at unlink");
+        // Crypto-shredded: the wrapped file key is zeroed (`secure_delete`),
+        // in the database and, once checkpointed, the WAL. Its content
+        // ciphertext may stay in freed pages, like a deleted block file's.
+        for k in &wrapped {
+            assert!(!store_holds(&t, k), "{name}: wrapped key left behind");
+        }
     }
     // create_open holds one handle: unlinked while open, the inode stays
     // until that handle is released.

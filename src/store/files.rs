@@ -173,8 +173,10 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Delete an inode (its file keys and xattrs cascade).
+    /// Delete an inode (its file keys and xattrs cascade; its inline
+    /// ciphertext first, see [`Tx::inline_delete`]).
     pub fn inode_delete(&self, ino: InodeId) -> Result<(), StoreError> {
+        self.inline_delete(ino)?;
         self.c
             .prepare_cached("DELETE FROM inodes WHERE id = ?1")?
             .execute([ino.0])?;

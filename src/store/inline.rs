@@ -18,17 +18,117 @@ impl Tx<'_> {
 
     /// Store the slots of `ino` inline (replacing what was there).
     pub fn inline_put(&self, ino: InodeId, slots: &[u8]) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached("INSERT OR REPLACE INTO inline_slots(ino, slots) VALUES (?1, ?2)")?
-            .execute(params![ino.0, slots])?;
-        Ok(())
+        self.ciphertext_only(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO inline_slots(ino, slots) VALUES (?1, ?2)")?
+                .execute(params![ino.0, slots])?;
+            Ok(())
+        })
     }
 
-    /// Drop the inline slots of `ino` (its content moved to a block file).
+    /// Drop the inline slots of `ino` (its content moved to a block file,
+    /// or the inode is being deleted).
     pub fn inline_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
-            .execute([ino.0])?;
-        Ok(())
+        self.ciphertext_only(|c| {
+            c.prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
+                .execute([ino.0])?;
+            Ok(())
+        })
+    }
+
+    /// Run `f`, which frees only sealed content slots, with
+    /// `secure_delete=FAST`: the cells it deletes are still zeroed in their
+    /// page, but an overflow page it frees goes to the free list as it is,
+    /// not read back and zeroed. Such a page holds only block ciphertext,
+    /// like the host blocks a deleted block file leaves behind: shredded by
+    /// its file key, whose row is deleted under `ON`.
+    fn ciphertext_only(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        set_secure_delete(self.c, "FAST")?;
+        let r = f(self.c);
+        let back = set_secure_delete(self.c, super::SECURE_DELETE);
+        r.and(back)
+    }
+}
+
+/// Set `PRAGMA secure_delete` (a flag of the connection's b-tree, which
+/// takes effect at once, inside a transaction too).
+fn set_secure_delete(c: &rusqlite::Connection, mode: &str) -> Result<(), StoreError> {
+    let sql = if mode == "FAST" {
+        "PRAGMA secure_delete = FAST"
+    } else {
+        "PRAGMA secure_delete = ON"
+    };
+    c.prepare_cached(sql)?.query_row([], |_| Ok(()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::tests::two_connections;
+
+    fn mode(s: &Store) -> i64 {
+        s.read(|tx| {
+            Ok::<_, StoreError>(
+                tx.c.prepare_cached("PRAGMA secure_delete")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+        .unwrap()
+    }
+
+    fn sql(s: &Store, q: &str) {
+        s.write(|tx| Ok::<_, StoreError>(tx.c.execute_batch(q)?))
+            .unwrap();
+    }
+
+    /// Whether the database file holds `needle` (after a checkpoint).
+    fn file_holds(s: &Store, root: &std::path::Path, needle: &[u8]) -> bool {
+        s.checkpoint().unwrap();
+        let db = std::fs::read(root.join(crate::store::DB_FILE)).unwrap();
+        db.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Deleted inline ciphertext is freed without the overwrite (its
+    /// overflow page keeps its bytes), while every other delete keeps
+    /// `secure_delete=ON` (a row deleted by plain SQL is zeroed), and the
+    /// connection is back at `ON` after each inline call, failed or not.
+    #[test]
+    fn only_inline_ciphertext_is_freed_without_overwrite() {
+        let (_dir, root, s, _b) = two_connections();
+        sql(
+            &s,
+            "INSERT INTO circles(id, name_index, name_ct, epoch, created) VALUES (1, x'01', x'', 1, 0);
+             INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (5, 1, 1, 1, x'00');
+             INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (6, 1, 1, 1, x'00');",
+        );
+        assert_eq!(mode(&s), 1, "ON");
+        let slots =
+            |seed: u8| -> Vec<u8> { (0..4096u32).map(|i| (i % 251) as u8 ^ seed).collect() };
+        // The tail of a 4 KiB row lies on its overflow page.
+        let tail = |seed: u8| slots(seed)[3000..3100].to_vec();
+        s.write(|tx| tx.inline_put(InodeId(5), &slots(0x11)))
+            .unwrap();
+        s.write(|tx| tx.inline_put(InodeId(6), &slots(0x22)))
+            .unwrap();
+        assert_eq!(mode(&s), 1, "back to ON after a put");
+        assert!(file_holds(&s, &root, &tail(0x11)));
+        assert!(file_holds(&s, &root, &tail(0x22)));
+
+        s.write(|tx| tx.inline_delete(InodeId(5))).unwrap();
+        assert_eq!(mode(&s), 1, "back to ON after a delete");
+        assert!(file_holds(&s, &root, &tail(0x11)), "freed as it is");
+        sql(&s, "DELETE FROM inline_slots WHERE ino = 6");
+        assert!(!file_holds(&s, &root, &tail(0x22)), "zeroed under ON");
+
+        // A failing put (no such inode) leaves the connection at ON too.
+        assert!(
+            s.write(|tx| tx.inline_put(InodeId(99), &slots(0x33)))
+                .is_err()
+        );
+        assert_eq!(mode(&s), 1, "back to ON after a failure");
     }
 }

@@ -40,6 +40,11 @@ pub enum StoreError {
     Poisoned,
 }
 
+/// `PRAGMA secure_delete` of every connection: deleted rows are zeroed
+/// and freed pages overwritten (see `Tx::inline_delete` for the one
+/// exception, pages of content ciphertext).
+pub(crate) const SECURE_DELETE: &str = "ON";
+
 /// Name of the SQLite file inside a store directory.
 pub const DB_FILE: &str = "circlefs.db";
 /// Name of the block directory inside a store directory.
@@ -170,7 +175,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "secure_delete", SECURE_DELETE)?;
     // Savepoint (statement) journals of group-commit batches in memory, not temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
