@@ -3,6 +3,7 @@
 #
 # usage: scripts/bench.sh [options]                 # peer comparison
 #        scripts/bench.sh --scale [options]         # scale run (circlefs, gocryptfs)
+#        scripts/bench.sh --requests [options]      # FUSE requests per phase
 #
 # Peer comparison: mounts each filesystem over a FRESH backing directory on
 # the same disk (under the bench root) and runs the same workload
@@ -21,6 +22,14 @@
 # unlock alone), `trustee remove` on that circle, a 2 GiB file write and cold
 # read, the daemon's peak RSS of every run. Writes scale.md and scale.tsv.
 #
+# Request counts (--requests): the small-file and tree groups of the peer
+# comparison, once per FUSE filesystem (default: bindfs gocryptfs securefs
+# cryfs circlefs), counting the FUSE requests each phase sends (kernel
+# tracepoint fuse:fuse_request_send, recorded with perf, which is installed
+# if missing), by kind. Prints and writes requests.md: what each filesystem
+# asks of its daemon for the same work. Its times are not benchmark figures
+# (the recording slows every phase).
+#
 # options:
 #   -n N              runs per filesystem (default 3; --quick: 1; --scale: 1)
 #   -o DIR            results directory (default $BENCH_ROOT/results/bench-<time>
@@ -36,6 +45,7 @@
 #                     its per-request table (count, handling time, p50/p99)
 #                     to circlefs.opstats.K.md in the results directory
 #   --scale           the scale run instead of the peer comparison
+#   --requests        the request counts instead of the peer comparison
 #   --scale-max N     largest file count of the scale run (default 100000);
 #                     the sequence is 1000, 10000, 100000 capped at N (N itself
 #                     is added when it is not in the sequence)
@@ -80,6 +90,7 @@ CRYPTO=1
 OPSTATS=0
 OPSTATS_N=0
 SCALE=0
+REQUESTS=0
 SCALE_MAX=100000
 BIG_SIZE=""
 while [ $# -gt 0 ]; do
@@ -92,6 +103,7 @@ while [ $# -gt 0 ]; do
     --no-crypto) CRYPTO=0; shift ;;
     --opstats) OPSTATS=1; shift ;;
     --scale) SCALE=1; shift ;;
+    --requests) REQUESTS=1; shift ;;
     --scale-max) SCALE_MAX=${2:?--scale-max needs a value}; shift 2 ;;
     --scale-max=*) SCALE_MAX=${1#--scale-max=}; shift ;;
     --big-size) BIG_SIZE=${2:?--big-size needs a value}; shift 2 ;;
@@ -103,11 +115,22 @@ if [ -n "$RUNS" ]; then
   case $RUNS in *[!0-9]* | 0) echo "bench.sh: -n needs a positive integer" >&2; exit 2 ;; esac
 fi
 case $SCALE_MAX in '' | *[!0-9]* | 0) echo "bench.sh: --scale-max needs a positive integer" >&2; exit 2 ;; esac
+[ "$SCALE$REQUESTS" != 11 ] || { echo "bench.sh: --scale and --requests exclude each other" >&2; exit 2; }
 if [ -z "$RUNS" ]; then
-  if [ "$QUICK" = 1 ] || [ "$SCALE" = 1 ]; then RUNS=1; else RUNS=3; fi
+  if [ "$QUICK" = 1 ] || [ "$SCALE" = 1 ] || [ "$REQUESTS" = 1 ]; then RUNS=1; else RUNS=3; fi
 fi
 if [ -z "$FSLIST" ]; then
-  if [ "$SCALE" = 1 ]; then FSLIST="circlefs gocryptfs"; else FSLIST="raw bindfs gocryptfs securefs cryfs circlefs"; fi
+  if [ "$SCALE" = 1 ]; then
+    FSLIST="circlefs gocryptfs"
+  elif [ "$REQUESTS" = 1 ]; then
+    FSLIST="bindfs gocryptfs securefs cryfs circlefs"
+  else
+    FSLIST="raw bindfs gocryptfs securefs cryfs circlefs"
+  fi
+fi
+if [ "$REQUESTS" = 1 ]; then
+  CRYPTO=0
+  export BENCH_ONLY=${BENCH_ONLY:-"meta tree"}
 fi
 if [ -z "$BIG_SIZE" ]; then
   if [ "$QUICK" = 1 ]; then BIG_SIZE=256M; else BIG_SIZE=2G; fi
@@ -128,7 +151,13 @@ CACHE=$BENCH_ROOT/cache
 PASS=bench-pass
 STAMP=$(date +%Y%m%d-%H%M%S)
 if [ -z "$OUTDIR" ]; then
-  if [ "$SCALE" = 1 ]; then OUTDIR=$BENCH_ROOT/results/scale-$STAMP; else OUTDIR=$BENCH_ROOT/results/bench-$STAMP; fi
+  if [ "$SCALE" = 1 ]; then
+    OUTDIR=$BENCH_ROOT/results/scale-$STAMP
+  elif [ "$REQUESTS" = 1 ]; then
+    OUTDIR=$BENCH_ROOT/results/requests-$STAMP
+  else
+    OUTDIR=$BENCH_ROOT/results/bench-$STAMP
+  fi
 fi
 
 log() { echo "[bench $(date +%T)] $*" >&2; }
@@ -384,6 +413,7 @@ setup() {
   need_pkg fusermount3 fuse3
   need_pkg git git
   need_pkg python3 python3
+  [ "$REQUESTS" = 0 ] || need_pkg perf linux-perf
   # table.py needs matplotlib: Debian's python3-matplotlib serves
   # /usr/bin/python3, which may not be the python3 first on PATH (pyenv)
   if ! pick_python; then
@@ -486,7 +516,10 @@ bench_one() { # FS RUN
   t0=$EPOCHREALTIME
   # own session so that cleanup can stop the workload and its fio/tar/git;
   # background + wait so that a signal is handled at once
-  BENCH_QUICK=$QUICK BENCH_TREE_TAR=$TREE_TAR setsid bash "$HERE/workload.sh" "$BENCH_DIR" >> "$out.tmp" 9>&- &
+  local reqs=""
+  if [ "$REQUESTS" = 1 ]; then reqs=$OUTDIR/requests.tmp; mkdir -p "$reqs"; fi
+  BENCH_QUICK=$QUICK BENCH_TREE_TAR=$TREE_TAR BENCH_REQUESTS=$reqs \
+    setsid bash "$HERE/workload.sh" "$BENCH_DIR" >> "$out.tmp" 9>&- &
   started_child $!
   wait "$CHILD" || rc=$?
   CHILD=""
@@ -513,7 +546,12 @@ peer_comparison() {
       bench_one "$fs" "$run" || { log "!! $fs run $run failed"; failed=1; }
     done
   done
-  "$PY" "$HERE/table.py" "$OUTDIR"
+  if [ "$REQUESTS" = 1 ]; then
+    rm -rf "$OUTDIR/requests.tmp"
+    "$PY" "$HERE/requests.py" "$OUTDIR"
+  else
+    "$PY" "$HERE/table.py" "$OUTDIR"
+  fi
   echo
   echo "results: $OUTDIR"
   return $failed

@@ -41,6 +41,12 @@
 #   BENCH_ONLY       groups to run: "seq rand meta tree" (all)
 #   BENCH_DROP=0     do not drop the page cache (unprivileged; warm figures)
 #   BENCH_GREP       fixed string for tree_grep (unsafe)
+#   BENCH_REQUESTS   a directory: count the FUSE requests each small-file and
+#                    tree phase sends to DIR's filesystem (kernel tracepoint
+#                    fuse:fuse_request_send, recorded with perf) and print
+#                    "# requests <phase> total=N OP=n ..." after its figure
+#                    (the recording slows the phases: their times are not
+#                    comparable with a run without it)
 set -euo pipefail
 export LC_ALL=C
 
@@ -63,6 +69,7 @@ ONLY=${BENCH_ONLY:-"seq rand meta tree"}
 DROP=${BENCH_DROP:-1}
 GREP_PATTERN=${BENCH_GREP:-unsafe}
 TREE_TAR=${BENCH_TREE_TAR:-}
+REQS=${BENCH_REQUESTS:-}
 
 log()   { echo "[workload $(date +%T)] $*" >&2; }
 emit()  { printf '%s %s %s\n' "$1" "$2" "$3"; }
@@ -87,7 +94,37 @@ if job.get('error'): sys.exit('fio error %s' % job['error'])
 print('%.1f' % ($expr))"
 }
 
-cleanup_work() { rm -rf "$W" 2>/dev/null || true; }
+# FUSE requests of one phase (BENCH_REQUESTS): req_begin NAME ... req_end NAME.
+# Only the requests of DIR's connection (its device number) are counted.
+REQ_PID=""
+req_begin() {
+  [ -n "$REQS" ] || return 0
+  perf record -q -e fuse:fuse_request_send -a -o "$REQS/$1.data" > /dev/null 2>&1 &
+  REQ_PID=$!
+  sleep 1 # perf attaches to every CPU before the phase starts
+}
+req_end() {
+  [ -n "$REQS" ] || return 0
+  kill -INT "$REQ_PID" 2>/dev/null || true
+  wait "$REQ_PID" 2>/dev/null || true
+  REQ_PID=""
+  perf script -i "$REQS/$1.data" 2>/dev/null |
+    awk -v dev="$(stat -c %d "$DIR")" -v name="$1" '
+      $0 ~ ("connection " dev " ") && match($0, /\(FUSE_[A-Z0-9_]+\)/) {
+        op = substr($0, RSTART + 6, RLENGTH - 7); n[op]++; t++
+      }
+      END {
+        printf "# requests %s total=%d", name, t
+        for (op in n) printf " %s=%d", op, n[op]
+        printf "\n"
+      }'
+  rm -f "$REQS/$1.data"
+}
+
+cleanup_work() {
+  [ -z "$REQ_PID" ] || kill -INT "$REQ_PID" 2>/dev/null || true
+  rm -rf "$W" 2>/dev/null || true
+}
 if [ -e "$W" ]; then log "removing stale $W"; rm -rf "$W"; fi
 mkdir -p "$W"
 trap cleanup_work EXIT
@@ -140,6 +177,7 @@ fi
 # ------------------------------------------------------------------ small files
 if want meta; then
   log "meta_create $((NDIRS * NFILES)) files"
+  req_begin meta_create
   t0=$EPOCHREALTIME
   python3 - "$W/meta" "$NDIRS" "$NFILES" << 'EOF'
 import os, random, sys
@@ -157,17 +195,22 @@ for d in range(nd):
             fh.write(buf[off:off + n])
 EOF
   emit meta_create "$(since "$t0")" s
+  req_end meta_create
   drop
   log "meta_lsR (cold)"
+  req_begin meta_lsR
   t0=$EPOCHREALTIME
   # shellcheck disable=SC2012 # ls -lR is the workload
   n=$(ls -lR "$W/meta" | wc -l)
   emit meta_lsR "$(since "$t0")" s
+  req_end meta_lsR
   echo "# meta_lsR lines=$n"
   log "meta_rm"
+  req_begin meta_rm
   t0=$EPOCHREALTIME
   rm -rf "$W/meta"
   emit meta_rm "$(since "$t0")" s
+  req_end meta_rm
   sync
 fi
 
@@ -178,43 +221,57 @@ if want tree; then
   T="$W/tree"
   mkdir -p "$T"
   log "tree_extract $(basename "$TREE_TAR")"
+  req_begin tree_extract
   t0=$EPOCHREALTIME
   tar -xf "$TREE_TAR" -C "$T"
   emit tree_extract "$(since "$t0")" s
+  req_end tree_extract
   drop
   log "tree_du (cold)"
+  req_begin tree_du
   t0=$EPOCHREALTIME
   kb=$(du -sk "$T" | cut -f1)
   emit tree_du "$(since "$t0")" s
+  req_end tree_du
   echo "# tree_du kib=$kb files=$(find "$T" -type f | wc -l)"
   drop
   log "tree_grep (cold)"
+  req_begin tree_grep
   t0=$EPOCHREALTIME
   n=$(grep -rF -- "$GREP_PATTERN" "$T" | wc -l)
   emit tree_grep "$(since "$t0")" s
+  req_end tree_grep
   echo "# tree_grep pattern=$GREP_PATTERN matches=$n"
 
   export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
   G=(git -C "$T" -c user.name=bench -c user.email=bench@localhost -c gc.auto=0
     -c core.fsmonitor=false -c init.defaultBranch=main -c safe.directory='*')
   log "git_add"
+  req_begin git_add
   t0=$EPOCHREALTIME
   "${G[@]}" init -q
   "${G[@]}" add -A
   emit git_add "$(since "$t0")" s
+  req_end git_add
   log "git_commit"
+  req_begin git_commit
   t0=$EPOCHREALTIME
   "${G[@]}" commit -q -m "bench tree"
   emit git_commit "$(since "$t0")" s
+  req_end git_commit
   log "git_status"
+  req_begin git_status
   t0=$EPOCHREALTIME
   st=$("${G[@]}" status --porcelain | wc -l)
   emit git_status "$(since "$t0")" s
+  req_end git_status
   echo "# git_status dirty_entries=$st"
   log "tree_rm"
+  req_begin tree_rm
   t0=$EPOCHREALTIME
   rm -rf "$T"
   emit tree_rm "$(since "$t0")" s
+  req_end tree_rm
   sync
 fi
 log "done"
