@@ -55,23 +55,13 @@ impl Tx<'_> {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        set_secure_delete(self.c, "FAST")?;
+        self.c.pragma_update(None, "secure_delete", "FAST")?;
         let r = f(self.c);
-        let back = set_secure_delete(self.c, super::SECURE_DELETE);
-        r.and(back)
+        let back = self
+            .c
+            .pragma_update(None, "secure_delete", super::SECURE_DELETE);
+        r.and(back.map_err(StoreError::from))
     }
-}
-
-/// Set `PRAGMA secure_delete` (a flag of the connection's b-tree, which
-/// takes effect at once, inside a transaction too).
-fn set_secure_delete(c: &rusqlite::Connection, mode: &str) -> Result<(), StoreError> {
-    let sql = if mode == "FAST" {
-        "PRAGMA secure_delete = FAST"
-    } else {
-        "PRAGMA secure_delete = ON"
-    };
-    c.prepare_cached(sql)?.query_row([], |_| Ok(()))?;
-    Ok(())
 }
 
 #[cfg(test)]
