@@ -174,9 +174,9 @@ impl Tx<'_> {
     }
 
     /// Delete an inode (its file keys and xattrs cascade; its inline
-    /// ciphertext first, see [`Tx::inline_delete`]).
+    /// ciphertext first, see [`Tx::inline_shred`]).
     pub fn inode_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.inline_delete(ino)?;
+        self.inline_shred(ino)?;
         self.c
             .prepare_cached("DELETE FROM inodes WHERE id = ?1")?
             .execute([ino.0])?;

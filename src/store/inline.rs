@@ -34,9 +34,19 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Drop the inline slots of `ino` (its content moved to a block file,
-    /// or the inode is being deleted).
+    /// Drop the inline slots of `ino` (its content moved to a block file):
+    /// the pages they free are zeroed, since the file and its key live on.
     pub fn inline_delete(&self, ino: InodeId) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
+            .execute([ino.0])?;
+        Ok(())
+    }
+
+    /// Drop the inline slots of `ino` as part of deleting the inode, whose
+    /// file keys go in the same transaction: under `secure_delete=FAST`
+    /// (see [`Tx::ciphertext_only`]).
+    pub(super) fn inline_shred(&self, ino: InodeId) -> Result<(), StoreError> {
         self.ciphertext_only(|c| {
             c.prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
                 .execute([ino.0])?;
@@ -44,13 +54,14 @@ impl Tx<'_> {
         })
     }
 
-    /// Run `f`, which frees only sealed content slots, with
-    /// `secure_delete=FAST`: the cells it deletes are still zeroed in their
-    /// page, but an overflow page it frees goes to the free list as it is,
-    /// not read back and zeroed. Such a page holds only block ciphertext,
-    /// like the host blocks a deleted block file leaves behind: shredded by
-    /// its file key, whose row is deleted under `ON`. (Setting the pragma
-    /// re-prepares its statement each time: about 2 µs per call.)
+    /// Run `f`, which frees only sealed content slots whose file key is
+    /// deleted with them, with `secure_delete=FAST`: the cells it deletes
+    /// are still zeroed in their page, but an overflow page it frees goes
+    /// to the free list as it is, not read back and zeroed. Such a page
+    /// holds only block ciphertext, like the host blocks a deleted block
+    /// file leaves behind: shredded by its file key, whose row is deleted
+    /// under `ON`. (Setting the pragma re-prepares its statement each time:
+    /// about 2 µs per call.)
     fn ciphertext_only(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<(), StoreError>,
@@ -92,9 +103,10 @@ mod tests {
         db.windows(needle.len()).any(|w| w == needle)
     }
 
-    /// Deleted inline ciphertext is freed without the overwrite (its
-    /// overflow page keeps its bytes), while every other delete keeps
-    /// `secure_delete=ON` (a row deleted by plain SQL is zeroed); a
+    /// Inline ciphertext deleted with its inode is freed without the
+    /// overwrite (its overflow page keeps its bytes), while every other
+    /// delete keeps `secure_delete=ON` (content moved to a block file is
+    /// zeroed); a
     /// rewrite of the same length overwrites the old ciphertext in place,
     /// one of another length zeroes it; the connection is back at `ON`
     /// after each call, failed or not.
@@ -133,10 +145,11 @@ mod tests {
             Some(&two[..])
         );
 
-        s.write(|tx| tx.inline_delete(InodeId(5))).unwrap();
-        assert_eq!(mode(&s), 1, "back to ON after a delete");
+        s.write(|tx| tx.inline_shred(InodeId(5))).unwrap();
+        assert_eq!(mode(&s), 1, "back to ON after a shred");
         assert!(file_holds(&s, &root, &tail(0x11)), "freed as it is");
-        sql(&s, "DELETE FROM inline_slots WHERE ino = 6");
+        // Moved to a block file: the file's key lives on, the pages are zeroed.
+        s.write(|tx| tx.inline_delete(InodeId(6))).unwrap();
         assert!(!file_holds(&s, &root, &two[7000..7100]), "zeroed under ON");
 
         // A failing call leaves the connection at ON too.

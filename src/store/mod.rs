@@ -41,8 +41,8 @@ pub enum StoreError {
 }
 
 /// `PRAGMA secure_delete` of every connection: deleted rows are zeroed
-/// and freed pages overwritten (see `Tx::inline_delete` for the one
-/// exception, pages of content ciphertext).
+/// and freed pages overwritten (see `Tx::inline_shred` for the one
+/// exception, the content ciphertext of a deleted inode).
 pub(crate) const SECURE_DELETE: &str = "ON";
 
 /// Name of the SQLite file inside a store directory.
