@@ -432,21 +432,14 @@ fn wrapped_keys_of(t: &TempStore, ino: InodeId) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Whether the store's database or WAL file holds `needle`, after a
-/// checkpoint that truncates the WAL.
+/// Whether any file of the store (database, WAL, blocks) holds `needle`,
+/// after a checkpoint that truncates the WAL.
 fn store_holds(t: &TempStore, needle: &[u8]) -> bool {
     let c = Connection::open(t.db()).unwrap();
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     drop(c);
-    let mut wal = t.db().into_os_string();
-    wal.push("-wal");
-    [t.db(), wal.into()].iter().any(|p| {
-        std::fs::read(p)
-            .unwrap_or_default()
-            .windows(needle.len())
-            .any(|w| w == needle)
-    })
+    !util::scan(&t.store(), needle).is_empty()
 }
 
 #[test]

@@ -47,11 +47,7 @@ impl Tx<'_> {
     /// file keys go in the same transaction: under `secure_delete=FAST`
     /// (see [`Tx::ciphertext_only`]).
     pub(super) fn inline_shred(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.ciphertext_only(|c| {
-            c.prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
-                .execute([ino.0])?;
-            Ok(())
-        })
+        self.ciphertext_only(|| self.inline_delete(ino))
     }
 
     /// Run `f`, which frees only sealed content slots whose file key is
@@ -64,10 +60,10 @@ impl Tx<'_> {
     /// about 2 µs per call.)
     fn ciphertext_only(
         &self,
-        f: impl FnOnce(&rusqlite::Connection) -> Result<(), StoreError>,
+        f: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.c.pragma_update(None, "secure_delete", "FAST")?;
-        let r = f(self.c);
+        let r = f();
         let back = self
             .c
             .pragma_update(None, "secure_delete", super::SECURE_DELETE);
@@ -106,10 +102,9 @@ mod tests {
     /// Inline ciphertext deleted with its inode is freed without the
     /// overwrite (its overflow page keeps its bytes), while every other
     /// delete keeps `secure_delete=ON` (content moved to a block file is
-    /// zeroed); a
-    /// rewrite of the same length overwrites the old ciphertext in place,
-    /// one of another length zeroes it; the connection is back at `ON`
-    /// after each call, failed or not.
+    /// zeroed); a rewrite of the same length overwrites the old ciphertext
+    /// in place, one of another length zeroes it; the connection is back
+    /// at `ON` after each call, failed or not.
     #[test]
     fn only_inline_ciphertext_is_freed_without_overwrite() {
         let (_dir, root, s, _b) = two_connections();
@@ -154,8 +149,8 @@ mod tests {
 
         // A failing call leaves the connection at ON too.
         let r = s.write(|tx| {
-            tx.ciphertext_only(|c| {
-                c.execute(
+            tx.ciphertext_only(|| {
+                tx.c.execute(
                     "INSERT INTO inline_slots(ino, slots) VALUES (99, x'00')",
                     [],
                 )?;
