@@ -411,6 +411,7 @@ setup() {
   log "checking tools"
   need_pkg fio fio
   need_pkg fusermount3 fuse3
+  enable_fuse_uring
   need_pkg git git
   need_pkg python3 python3
   [ "$REQUESTS" = 0 ] || need_pkg perf linux-perf

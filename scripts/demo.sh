@@ -5,6 +5,7 @@
 # the store holds only ciphertext. Idempotent: reruns start from scratch.
 source "$(dirname "$0")/lib.sh"
 need_pkg fusermount3 fuse3
+enable_fuse_uring
 need_pkg sqlite3 sqlite3
 need_pkg xxd xxd
 echo "==> building circlefs (release)"

@@ -4,6 +4,7 @@
 # OPS defaults to 100000; MIX is a file in tests/conformance (default fsx-allnp.toml).
 source "$(dirname "$0")/lib.sh"
 need_pkg fusermount3 fuse3
+enable_fuse_uring
 need_cargo_tool fsx fsx
 [ -x "$BIN" ] || build_release
 OPS=${1:-100000}

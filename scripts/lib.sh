@@ -18,6 +18,16 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
   fi
 }
 
+# Let FUSE daemons use io_uring (fuse.enable_uring; Linux 6.14+). circlefs
+# then serves each CPU's requests on that CPU (docs/performance.md); without
+# it circlefs serves them from the FUSE device as before. Needs root; a
+# kernel without the parameter is left as it is. Idempotent.
+enable_fuse_uring() {
+  local p=/sys/module/fuse/parameters/enable_uring
+  if [ -w "$p" ] && [ "$(cat "$p")" != Y ]; then echo Y > "$p"; fi
+  return 0
+}
+
 need_cargo_tool() { # need_cargo_tool COMMAND CRATE
   command -v "$1" >/dev/null 2>&1 || cargo install --locked "$2" >/dev/null 2>&1 || cargo install "$2"
 }

@@ -4,6 +4,7 @@
 # Usage: scripts/pjdfstest.sh [--update]   (exit 1 on a regression)
 source "$(dirname "$0")/lib.sh"
 need_pkg fusermount3 fuse3
+enable_fuse_uring
 need_cargo_tool pjdfstest pjdfstest
 id tests >/dev/null 2>&1 || printf 'tests:x:::Dummy User for pjdfstest:/:/usr/sbin/nologin\n' | newusers
 [ -x "$BIN" ] || build_release

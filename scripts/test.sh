@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 need_pkg fusermount3 fuse3
+enable_fuse_uring
 need_pkg git git
 need_pkg sqlite3 sqlite3
 need_pkg rsync rsync

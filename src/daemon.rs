@@ -33,7 +33,15 @@ pub struct MountOptions {
     pub opstats: Option<PathBuf>,
     /// The mount's readahead in KiB (0: the kernel's own, 128 KiB).
     pub readahead_kb: u32,
+    /// Threads per CPU serving FUSE over io_uring when the kernel offers
+    /// it (0: the FUSE device only).
+    pub uring_threads: usize,
 }
+
+/// Threads per CPU serving FUSE over io_uring by default: a second one
+/// takes a request of that CPU while the first waits (for the store's
+/// write lock, say).
+pub const URING_THREADS: usize = 2;
 
 /// FUSE worker threads per CPU by default (see [`default_threads`]).
 const THREADS_PER_CPU: usize = 2;
@@ -65,6 +73,7 @@ impl MountOptions {
         let mut o = MountOptions {
             threads: default_threads(),
             readahead_kb: READAHEAD_KB,
+            uring_threads: URING_THREADS,
             ..Default::default()
         };
         for item in list.iter().flat_map(|s| s.split(',')) {
@@ -75,6 +84,16 @@ impl MountOptions {
                 "allow_other" => o.allow_other = true,
                 "nobatch" => o.no_batch = true,
                 "nowritebehind" => o.no_write_behind = true,
+                "nouring" => o.uring_threads = 0,
+                x if x.starts_with("uring=") => {
+                    o.uring_threads = x[6..]
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 16)
+                        .ok_or_else(|| {
+                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
+                        })?;
+                }
                 x if x.starts_with("opstats=") && x.len() > 8 => {
                     // Absolute: the daemon leaves the caller's directory.
                     o.opstats = Some(std::path::absolute(&x[8..]).map_err(|e| {
@@ -103,7 +122,7 @@ impl MountOptions {
                     return err(
                         ErrorKind::BadRequest,
                         format!(
-                            "unknown mount option {x} (ro, rw, allow_other, threads=N, readahead=KIB, nobatch, nowritebehind, opstats=FILE)"
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, uring=N, nouring, readahead=KIB, nobatch, nowritebehind, opstats=FILE)"
                         ),
                     );
                 }
@@ -179,7 +198,7 @@ pub fn serve(
     let ws = Arc::new(Workspace::new(vault, session, opts.read_only)?);
     // The change poll below settles pending writes every 250 ms.
     ws.set_write_behind(!opts.no_write_behind);
-    let mut fs = CircleFs::new(ws.clone());
+    let mut fs = CircleFs::new(ws.clone()).with_uring(opts.uring_threads > 0);
     if let Some(p) = &opts.opstats {
         fs = fs.with_opstats(p.clone());
     }
@@ -201,6 +220,7 @@ pub fn serve(
         SessionACL::Owner
     };
     config.n_threads = Some(opts.threads.max(1));
+    config.uring_threads_per_queue = opts.uring_threads;
     let mut fsession = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("mount failed: {e}")))?;
     let _ = notifier.set(fsession.notifier());
@@ -343,5 +363,12 @@ mod tests {
         assert!(ra("readahead=").is_err());
         assert!(ra("readahead=-1").is_err());
         assert!(ra("readahead=65537").is_err());
+        let ur = |x: &str| MountOptions::parse(&[x.into()]).map(|o| o.uring_threads);
+        assert_eq!(ur("rw").unwrap(), URING_THREADS, "two per CPU unless told");
+        assert_eq!(ur("uring=1").unwrap(), 1);
+        assert_eq!(ur("nouring").unwrap(), 0);
+        assert_eq!(ur("uring=0").unwrap(), 0);
+        assert!(ur("uring=17").is_err());
+        assert!(ur("uring=").is_err());
     }
 }

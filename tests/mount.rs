@@ -624,15 +624,15 @@ fn nothing_in_clear_in_the_store() {
     );
 }
 
-/// How many of the daemon's threads serve the FUSE device, once `want`
-/// have started (they start after the mount is up) or after 5 s.
-fn fuse_threads(m: &Mount, want: usize) -> usize {
+/// How many of the daemon's threads have a name that `is` accepts, once
+/// `want` have started (they start after the mount is up) or after 5 s.
+fn threads_where(m: &Mount, is: impl Fn(&str) -> bool, want: usize) -> usize {
     let pid = m.daemon_pid().expect("daemon pid");
     let count = || {
         fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .filter_map(|e| fs::read_to_string(e.unwrap().path().join("comm")).ok())
-            .filter(|c| c.starts_with("fuser-"))
+            .filter(|c| is(c.trim_end()))
             .count()
     };
     for _ in 0..100 {
@@ -644,23 +644,121 @@ fn fuse_threads(m: &Mount, want: usize) -> usize {
     count()
 }
 
+/// Threads serving a CPU's io_uring queue (`fuser-ring-CPU-N`).
+fn threads_named(m: &Mount, prefix: &str, want: usize) -> usize {
+    threads_where(m, |c| c.starts_with(prefix), want)
+}
+
+/// Threads reading the FUSE device (`fuser-0`, `fuser-1`, ...).
+fn device_threads(m: &Mount, want: usize) -> usize {
+    threads_where(
+        m,
+        |c| c.starts_with("fuser-") && !c.starts_with("fuser-ring-"),
+        want,
+    )
+}
+
+/// Whether the kernel offers FUSE over io_uring (`fuse.enable_uring`;
+/// scripts/test.sh turns it on).
+fn uring_enabled() -> bool {
+    fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|s| s.trim() == "Y")
+}
+
+/// The kernel's io_uring queues: one per possible CPU.
+fn possible_cpus() -> usize {
+    let s = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    s.trim()
+        .split(',')
+        .map(|r| r.rsplit('-').next().unwrap().parse::<usize>().unwrap())
+        .max()
+        .unwrap()
+        + 1
+}
+
 #[test]
-fn worker_threads_default_to_two_per_cpu() {
+fn device_threads_default_to_two_per_cpu() {
     if !fuse_available() {
         return;
     }
     let cpus = std::thread::available_parallelism().unwrap().get();
-    let (_t, m) = setup("c");
+    let (_t, m) = setup_with("c", &["nouring"]);
     let want = (2 * cpus).clamp(4, 16);
-    assert_eq!(fuse_threads(&m, want), want);
+    assert_eq!(device_threads(&m, want), want);
+    assert_eq!(threads_named(&m, "fuser-ring-", 0), 0, "-o nouring");
     fs::write(m.path("c/f"), b"served").unwrap();
     assert_eq!(fs::read(m.path("c/f")).unwrap(), b"served");
     drop(m);
-    let (_t, m) = setup_with("c", &["threads=1"]);
+    let (_t, m) = setup_with("c", &["threads=1,nouring"]);
     fs::write(m.path("c/f"), b"one thread").unwrap();
     assert_eq!(fs::read(m.path("c/f")).unwrap(), b"one thread");
     // Requests served: the session's threads were all started before.
-    assert_eq!(fuse_threads(&m, 1), 1, "-o threads=N is obeyed");
+    assert_eq!(device_threads(&m, 1), 1, "-o threads=N is obeyed");
+}
+
+#[test]
+fn uring_queues_serve_every_cpu_when_the_kernel_offers_them() {
+    if !fuse_available() {
+        return;
+    }
+    let (_t, m) = setup("c");
+    if uring_enabled() {
+        // Two threads per CPU queue, one thread left on the device.
+        let want = 2 * possible_cpus();
+        assert_eq!(threads_named(&m, "fuser-ring-", want), want);
+        assert_eq!(device_threads(&m, 1), 1);
+    } else {
+        // Not offered: the device threads serve everything.
+        assert_eq!(threads_named(&m, "fuser-ring-", 0), 0);
+        assert!(device_threads(&m, 4) >= 4);
+    }
+    // Requests from every CPU are answered, large ones included.
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|i: u32| (i * 7 + i / 4096) as u8)
+        .collect();
+    for cpu in 0..std::thread::available_parallelism().unwrap().get() {
+        let path = m.path(&format!("c/f{cpu}"));
+        let data = data.clone();
+        std::thread::spawn(move || {
+            // SAFETY: a zeroed cpu_set_t with one CPU set.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            fs::write(&path, &data).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data);
+            fs::create_dir(format!("{}.d", path.display())).unwrap();
+            assert_eq!(
+                fs::read_dir(format!("{}.d", path.display()))
+                    .unwrap()
+                    .count(),
+                0
+            );
+            assert_eq!(
+                fs::read(format!("{}.none", path.display()))
+                    .unwrap_err()
+                    .kind(),
+                std::io::ErrorKind::NotFound
+            );
+        })
+        .join()
+        .unwrap();
+    }
+    drop(m);
+    let (_t, m) = setup_with("c", &["uring=1"]);
+    fs::write(m.path("c/f"), b"one per cpu").unwrap();
+    assert_eq!(fs::read(m.path("c/f")).unwrap(), b"one per cpu");
+    if uring_enabled() {
+        let want = possible_cpus();
+        assert_eq!(
+            threads_named(&m, "fuser-ring-", want),
+            want,
+            "-o uring=N is obeyed"
+        );
+    }
 }
 
 #[test]

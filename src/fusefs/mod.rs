@@ -91,6 +91,8 @@ pub struct CircleFs {
     stats: Option<(OpStats, std::path::PathBuf)>,
     /// The kernel can do without OPENDIR (told so at the first one).
     no_opendir: bool,
+    /// Ask the kernel for FUSE over io_uring in INIT.
+    uring: bool,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -140,7 +142,15 @@ impl CircleFs {
             notifier: Arc::new(OnceLock::new()),
             stats: None,
             no_opendir: false,
+            uring: false,
         }
+    }
+
+    /// Ask for FUSE over io_uring (per-CPU request queues) at INIT; the
+    /// kernel grants it when its `fuse.enable_uring` parameter is set.
+    pub fn with_uring(mut self, on: bool) -> CircleFs {
+        self.uring = on;
+        self
     }
 
     /// Time every request and write the table to `path` at unmount.
@@ -265,6 +275,13 @@ impl Filesystem for CircleFs {
                 | InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         );
+        if self.uring
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_err()
+        {
+            log::info!("FUSE over io_uring not offered by the kernel (fuse.enable_uring)");
+        }
         Ok(())
     }
 
