@@ -264,25 +264,42 @@ impl RingReply {
     }
 }
 
-/// CPUs the kernel makes queues for (`num_possible_cpus()`; a queue's id
-/// is the CPU number).
-fn possible_cpus() -> usize {
-    let parse = |s: &str| -> Option<usize> {
-        let mut max = 0usize;
-        for part in s.trim().split(',') {
-            let last = part.rsplit('-').next()?;
-            max = max.max(last.trim().parse::<usize>().ok()?);
+/// Parse a kernel CPU list ("0-3,8,10-11") into the CPUs it names.
+fn cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let a: usize = part.trim().parse().ok()?;
+                (a, a)
+            }
+        };
+        if b < a || b > 1 << 16 {
+            return None;
         }
-        Some(max + 1)
-    };
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| parse(&s))
+        cpus.extend(a..=b);
+    }
+    Some(cpus)
+}
+
+fn sys_cpus(which: &str) -> Option<Vec<usize>> {
+    let s = std::fs::read_to_string(format!("/sys/devices/system/cpu/{which}")).ok()?;
+    cpu_list(&s).filter(|c| !c.is_empty())
+}
+
+/// Queues the kernel makes (one per possible CPU, `num_possible_cpus()`;
+/// a queue's id is the CPU number) and which of those CPUs are online.
+fn queues() -> (usize, Vec<usize>) {
+    let possible = sys_cpus("possible")
+        .and_then(|c| c.iter().max().map(|m| m + 1))
         .unwrap_or_else(|| {
             // SAFETY: sysconf has no preconditions.
             let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
             usize::try_from(n).unwrap_or(1).max(1)
-        })
+        });
+    let online = sys_cpus("online").unwrap_or_else(|| (0..possible).collect());
+    (possible, online)
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -342,12 +359,15 @@ pub(crate) fn start<FS: Filesystem + Send + Sync + 'static>(
     per_queue: usize,
     mut make_loop: impl FnMut(String) -> SessionEventLoop<FS>,
 ) -> Started {
-    let cpus = possible_cpus();
+    let (cpus, online) = queues();
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
     let mut ok = true;
     'spawn: for qid in 0..cpus {
-        for i in 0..per_queue.max(1) {
+        // Every queue must be registered before the kernel uses any; a
+        // CPU that is not online gets one thread.
+        let n = if online.contains(&qid) { per_queue.max(1) } else { 1 };
+        for i in 0..n {
             let name = format!("fuser-ring-{qid}-{i}");
             let se = make_loop(name.clone());
             let tx = tx.clone();
@@ -594,4 +614,19 @@ fn handle<FS: Filesystem>(se: &SessionEventLoop<FS>, slot: &Arc<Slot>) -> u64 {
 pub(crate) fn device_fd(ch: &crate::channel::Channel) -> RawFd {
     use std::os::fd::AsFd;
     ch.as_fd().as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(cpu_list("0"), Some(vec![0]));
+        assert_eq!(cpu_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
+        assert_eq!(cpu_list(""), Some(vec![]));
+        assert_eq!(cpu_list("3-1"), None);
+        assert_eq!(cpu_list("x"), None);
+    }
 }
