@@ -67,6 +67,17 @@ pub fn default_threads() -> usize {
 /// daemon in 1 MiB requests, each one `O_DIRECT` read of its slots.
 pub const READAHEAD_KB: u32 = 1024;
 
+/// The number after `=` in a mount option `name=N`, within `range`.
+fn number<T: std::str::FromStr + PartialOrd>(
+    item: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T> {
+    item.split_once('=')
+        .and_then(|(_, v)| v.parse::<T>().ok())
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| Error::new(ErrorKind::BadRequest, format!("bad mount option {item}")))
+}
+
 impl MountOptions {
     /// Parse `-o a,b,c`.
     pub fn parse(list: &[String]) -> Result<MountOptions> {
@@ -85,39 +96,15 @@ impl MountOptions {
                 "nobatch" => o.no_batch = true,
                 "nowritebehind" => o.no_write_behind = true,
                 "nouring" => o.uring_threads = 0,
-                x if x.starts_with("uring=") => {
-                    o.uring_threads = x[6..]
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| *n <= 16)
-                        .ok_or_else(|| {
-                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
-                        })?;
-                }
+                x if x.starts_with("uring=") => o.uring_threads = number(x, 0..=16)?,
                 x if x.starts_with("opstats=") && x.len() > 8 => {
                     // Absolute: the daemon leaves the caller's directory.
                     o.opstats = Some(std::path::absolute(&x[8..]).map_err(|e| {
                         Error::new(ErrorKind::BadRequest, format!("bad mount option {x}: {e}"))
                     })?);
                 }
-                x if x.starts_with("readahead=") => {
-                    o.readahead_kb = x[10..]
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| *n <= 65536)
-                        .ok_or_else(|| {
-                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
-                        })?;
-                }
-                x if x.starts_with("threads=") => {
-                    o.threads = x[8..]
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=64).contains(n))
-                        .ok_or_else(|| {
-                            Error::new(ErrorKind::BadRequest, format!("bad mount option {x}"))
-                        })?;
-                }
+                x if x.starts_with("readahead=") => o.readahead_kb = number(x, 0..=65536)?,
+                x if x.starts_with("threads=") => o.threads = number(x, 1..=64)?,
                 x => {
                     return err(
                         ErrorKind::BadRequest,
