@@ -23,7 +23,7 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Let other local users in (kernel permission checks apply).
     pub allow_other: bool,
-    /// FUSE worker threads.
+    /// FUSE worker threads reading the FUSE device (without io_uring).
     pub threads: usize,
     /// Commit every operation on its own (no group commit).
     pub no_batch: bool,
@@ -48,7 +48,10 @@ const THREADS_PER_CPU: usize = 2;
 /// Bounds of the default number of FUSE worker threads.
 const DEFAULT_THREADS: std::ops::RangeInclusive<usize> = 4..=16;
 
-/// The default number of FUSE worker threads: two per CPU, 4 to 16.
+/// The default number of FUSE worker threads reading the FUSE device
+/// when FUSE over io_uring is not in use (with it, one thread reads the
+/// device and [`URING_THREADS`] per CPU serve the rings): two per CPU, 4
+/// to 16.
 /// Each request wakes one of the threads waiting on the FUSE device; on
 /// the 2-CPU machine of docs/performance.md four threads answered random
 /// 4 KiB I/O 14-31 % faster than two (why more idle threads help is not
