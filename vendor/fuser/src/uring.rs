@@ -179,7 +179,13 @@ impl Slot {
     /// Write an error reply (no body).
     fn reply_error(&self, unique: u64, errno: i32) {
         let mut st = self.lock();
-        self.write_out_header(unique, -errno);
+        self.finish_empty(&mut st, unique, -errno);
+    }
+
+    /// Complete the entry's reply with a header alone (`error`: 0 or a
+    /// negated errno) and wake whoever waits for it.
+    fn finish_empty(&self, st: &mut State, unique: u64, error: i32) {
+        self.write_out_header(unique, error);
         self.bufs.set_payload_sz(0);
         st.staged.clear();
         st.replied = true;
@@ -248,12 +254,11 @@ impl RingReply {
                 "reply of {body} bytes exceeds the ring entry's {}",
                 slot.bufs.payload_cap
             );
-            slot.write_out_header(unique, -libc::EIO);
-            slot.bufs.set_payload_sz(0);
-        } else {
-            slot.bufs.write_header(0, &header);
-            slot.bufs.set_payload_sz(body as u32);
+            slot.finish_empty(&mut st, unique, -libc::EIO);
+            return Ok(());
         }
+        slot.bufs.write_header(0, &header);
+        slot.bufs.set_payload_sz(body as u32);
         st.replied = true;
         slot.cv.notify_all();
         Ok(())
@@ -366,7 +371,11 @@ pub(crate) fn start<FS: Filesystem + Send + Sync + 'static>(
     'spawn: for qid in 0..cpus {
         // Every queue must be registered before the kernel uses any; a
         // CPU that is not online gets one thread.
-        let n = if online.contains(&qid) { per_queue.max(1) } else { 1 };
+        let n = if online.contains(&qid) {
+            per_queue.max(1)
+        } else {
+            1
+        };
         for i in 0..n {
             let name = format!("fuser-ring-{qid}-{i}");
             let se = make_loop(name.clone());
@@ -443,52 +452,46 @@ fn serve<FS: Filesystem>(
         },
     ];
     let mut last = uring_cmd(fd, CMD_REGISTER, qid16, 0, Some(iov.as_ptr() as u64));
-    let mut registering = true;
+    // A failed registration completes at once (EAGAIN: the connection is
+    // not initialised yet, retried); a good one stays pending until the
+    // first request, which may already be there.
     let mut again = 0u32;
-    loop {
+    let first = loop {
         // SAFETY: the entry's buffers (iov, slot) outlive the command.
         if let Err(e) = unsafe { ring.submission().push(&last) } {
             let _ = ready.send(Err(io::Error::other(format!("submission queue: {e}"))));
             return;
         }
-        if registering {
-            // A failed registration completes at once; a good one stays
-            // pending until the first request.
-            if let Err(e) = ring.submit() {
-                let _ = ready.send(Err(e));
+        if let Err(e) = ring.submit() {
+            let _ = ready.send(Err(e));
+            return;
+        }
+        match ring.completion().next().map(|c| c.result()) {
+            Some(r) if r == -libc::EAGAIN && again < 100 => {
+                again += 1;
+                thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Some(r) if r < 0 => {
+                let _ = ready.send(Err(io::Error::from_raw_os_error(-r)));
                 return;
             }
-            let first = ring.completion().next().map(|c| c.result());
-            match first {
-                None => {
-                    registering = false;
-                    let _ = ready.send(Ok(()));
-                    if !wait_and_handle(se, &mut ring, &slot, fd, qid16, &mut last) {
-                        return;
-                    }
-                    continue;
-                }
-                Some(r) if r == -libc::EAGAIN && again < 100 => {
-                    again += 1;
-                    thread::sleep(std::time::Duration::from_millis(10));
-                    continue;
-                }
-                Some(r) if r < 0 => {
-                    let _ = ready.send(Err(io::Error::from_raw_os_error(-r)));
-                    return;
-                }
-                Some(_) => {
-                    // A request arrived right away: handle it below.
-                    registering = false;
-                    let _ = ready.send(Ok(()));
-                    // The completion was consumed; handle the request it
-                    // delivered.
-                    let commit = handle(se, &slot);
-                    last = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid16, commit, None);
-                    continue;
-                }
-            }
+            first => break first,
         }
+    };
+    let _ = ready.send(Ok(()));
+    // `last` is pushed before each wait, but for the registration still
+    // pending.
+    let mut push = first.is_some();
+    if push {
+        last = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid16, handle(se, &slot), None);
+    }
+    loop {
+        // SAFETY: as at the first push.
+        if push && unsafe { ring.submission().push(&last) }.is_err() {
+            error!("io_uring queue {qid}: submission queue full");
+            return;
+        }
+        push = true;
         if !wait_and_handle(se, &mut ring, &slot, fd, qid16, &mut last) {
             return;
         }
@@ -599,18 +602,14 @@ fn handle<FS: Filesystem>(se: &SessionEventLoop<FS>, slot: &Arc<Slot>) -> u64 {
         // Never sent through a ring; should one come, it gets an empty
         // reply so that the entry is not lost.
         if !st.replied {
-            slot.write_out_header(unique, 0);
-            bufs.set_payload_sz(0);
-            st.replied = true;
+            slot.finish_empty(&mut st, unique, 0);
         }
     }
     while !st.replied {
         st = slot.cv.wait(st).unwrap_or_else(|p| p.into_inner());
     }
     if st.stage && !st.staged.is_empty() {
-        let staged = std::mem::take(&mut st.staged);
-        bufs.write_payload(0, &staged);
-        st.staged = staged;
+        bufs.write_payload(0, &st.staged);
         st.staged.clear();
     }
     st.stage = false;
