@@ -204,6 +204,12 @@ impl Mount {
             .arg(user)
             .arg("--passphrase-file")
             .arg(pwfile);
+        // Debugging aid: CIRCLEFS_TEST_MOUNT_OPTS=a,b adds mount options
+        // to every test mount (e.g. `uring` to run a test over the ring).
+        let mut opts: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+        if let Ok(extra) = std::env::var("CIRCLEFS_TEST_MOUNT_OPTS") {
+            opts.extend(extra.split(',').filter(|s| !s.is_empty()).map(String::from));
+        }
         if !opts.is_empty() {
             c.arg("-o").arg(opts.join(","));
         }

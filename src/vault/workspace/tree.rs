@@ -149,20 +149,55 @@ impl Workspace {
     /// Look up `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, nm: &[u8]) -> Result<Node> {
         name::check_file_name(nm)?;
-        let mut node = self.vault.store().read(|tx| {
+        let store = self.vault.store();
+        let (mut node, at) = store.read(|tx| {
             let (a, _) = self.dir(tx, parent)?;
             self.check(&a, Op::ReadFiles)?;
             let d = self
                 .find(tx, &a, parent, nm)?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such file"))?;
-            self.node_tx(tx, d.ino, None, tx.data_version()?)
+            let node = self.node_tx(tx, d.ino, None, tx.data_version()?)?;
+            Ok::<_, Error>((node, store.version_in(tx)?))
         })?;
-        // An open file's live attributes, outside the transaction: an open
-        // file's lock is never taken while the store lock is held.
-        if let Some(live) = self.open_attrs(node.ino)? {
-            node.attrs = live;
-        }
+        self.make_live(std::iter::once(&mut node), at)?;
         Ok(node)
+    }
+
+    /// Nodes read from the store in a transaction at version `at`, made
+    /// what this mount holds now: an open file's live attributes (taken
+    /// outside the transaction: an open file's lock is never taken while
+    /// the store lock is held); and when anything was written since `at`,
+    /// every other node read again, its open state first, as
+    /// [`Workspace::getattr`] does. A file closed after the transaction
+    /// stored what its state held (pending content, its size) and only
+    /// then left the open files: its record as read may predate writes
+    /// that have returned, and the kernel takes a stale size it is given
+    /// over the one a write gave it (a read would come back short).
+    fn make_live<'a>(
+        &self,
+        nodes: impl Iterator<Item = &'a mut Node>,
+        at: crate::store::StoreVersion,
+    ) -> Result<()> {
+        let mut closed = Vec::new();
+        for n in nodes {
+            match self.open_attrs(n.ino)? {
+                Some(live) => n.attrs = live,
+                None => closed.push(n),
+            }
+        }
+        if closed.is_empty() || self.vault.store().version()? == at {
+            return Ok(());
+        }
+        for n in closed {
+            match self.getattr(n.ino) {
+                Ok(fresh) => *n = fresh,
+                // Removed since: the listing's node stands for the entry
+                // it had (the kernel drops it at its next lookup).
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Parent directory of a directory (None for a circle root).
@@ -196,7 +231,8 @@ impl Workspace {
         limit: usize,
         nodes: bool,
     ) -> Result<Vec<Listed>> {
-        let mut out = self.vault.store().read(|tx| {
+        let store = self.vault.store();
+        let (mut out, at) = store.read(|tx| {
             let (a, _) = self.dir(tx, dir)?;
             self.check(&a, Op::ReadFiles)?;
             let epoch = a.row.epoch;
@@ -243,15 +279,9 @@ impl Workspace {
                     node,
                 });
             }
-            Ok::<_, Error>(out)
+            Ok::<_, Error>((out, store.version_in(tx)?))
         })?;
-        // Open files: their live attributes (outside the transaction: an
-        // open file's lock is never taken while the store lock is held).
-        for n in out.iter_mut().filter_map(|l| l.node.as_mut()) {
-            if let Some(live) = self.open_attrs(n.ino)? {
-                n.attrs = live;
-            }
-        }
+        self.make_live(out.iter_mut().filter_map(|l| l.node.as_mut()), at)?;
         Ok(out)
     }
 
