@@ -63,7 +63,7 @@ export CIRCLEFS_CHECK_ATTR_CACHE=1
 stage "pjdfstest" scripts/pjdfstest.sh
 stage "fsx 100000 ops" scripts/fsx.sh "${FSX_OPS:-100000}"
 stage "fsx 10000 ops, large" scripts/fsx.sh "${FSX_LARGE_OPS:-10000}" fsx-large.toml
-stage "fsx 30000 ops, FUSE over io_uring (-o uring)" env FSX_MOUNT_OPTS=uring scripts/fsx.sh "${FSX_URING_OPS:-30000}"
+stage "fsx 30000 ops, FUSE device (-o nouring)" env FSX_MOUNT_OPTS=nouring scripts/fsx.sh "${FSX_DEVICE_OPS:-30000}"
 stage "cargo fuzz (control 60 s, attrs 20 s)" fuzz
 
 echo

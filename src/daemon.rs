@@ -34,15 +34,13 @@ pub struct MountOptions {
     /// The mount's readahead in KiB (0: the kernel's own, 128 KiB).
     pub readahead_kb: u32,
     /// Threads per CPU serving FUSE over io_uring when the kernel offers
-    /// it (0, the default: the FUSE device only).
+    /// it (0: the FUSE device only).
     pub uring_threads: usize,
 }
 
-/// Threads per CPU serving FUSE over io_uring with `-o uring`: a second
-/// one takes a request of that CPU while the first waits (for the store's
-/// write lock, say). Not the default: the two-mount soak test failed once
-/// with it (a file read back empty) and the cause is not found yet
-/// (docs/performance.md).
+/// Threads per CPU serving FUSE over io_uring by default (and with
+/// `-o uring`): a second one takes a request of that CPU while the first
+/// waits (for the store's write lock, say).
 pub const URING_THREADS: usize = 2;
 
 /// FUSE worker threads per CPU by default (see [`default_threads`]).
@@ -89,7 +87,7 @@ impl MountOptions {
         let mut o = MountOptions {
             threads: default_threads(),
             readahead_kb: READAHEAD_KB,
-            uring_threads: 0,
+            uring_threads: URING_THREADS,
             ..Default::default()
         };
         for item in list.iter().flat_map(|s| s.split(',')) {
@@ -357,7 +355,7 @@ mod tests {
         assert!(ra("readahead=-1").is_err());
         assert!(ra("readahead=65537").is_err());
         let ur = |x: &str| MountOptions::parse(&[x.into()]).map(|o| o.uring_threads);
-        assert_eq!(ur("rw").unwrap(), 0, "the FUSE device unless told");
+        assert_eq!(ur("rw").unwrap(), URING_THREADS, "two per CPU unless told");
         assert_eq!(ur("uring").unwrap(), URING_THREADS);
         assert_eq!(ur("uring=1").unwrap(), 1);
         assert_eq!(ur("nouring").unwrap(), 0);
