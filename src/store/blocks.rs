@@ -256,6 +256,17 @@ impl Store {
         self.remove_after_commit(self.block_path(ino))
     }
 
+    /// After [`Tx::inode_delete`](crate::store::Tx::inode_delete): remove
+    /// the inode's block file as [`Store::block_remove`] does, unless it
+    /// can have none (a directory, a symlink, a file whose content was
+    /// inline): no `unlink(2)` that can only fail.
+    pub fn deleted(&self, d: super::files::Deleted) -> Result<(), StoreError> {
+        if d.block_file {
+            self.block_remove(d.ino)?;
+        }
+        Ok(())
+    }
+
     /// Every block file with the inode its name encodes (unparsable names skipped).
     pub fn block_inodes(&self) -> Result<Vec<(PathBuf, InodeId)>, StoreError> {
         Ok(self

@@ -7,6 +7,23 @@ use crate::ids::{CircleId, Epoch, InodeId, KeyGen};
 
 /// The clear kind byte of a directory (`inodes.kind`, `dirents.kind`).
 const DIR_KIND: i64 = 2;
+/// The clear kind byte of a regular file.
+const FILE_KIND: i64 = 1;
+
+/// An inode whose rows [`Tx::inode_delete`] deleted, with whether it may
+/// have a block file to remove once that is committed
+/// ([`crate::store::Store::deleted`]).
+#[must_use = "a deleted inode's block file is removed by Store::deleted"]
+#[derive(Clone, Copy, Debug)]
+pub struct Deleted {
+    /// The inode.
+    pub ino: InodeId,
+    /// A regular file without inline slots: its content, if any, is in a
+    /// block file. (One with inline slots has none, but for the leftover
+    /// of a spill a crash interrupted, which the next mount removes as an
+    /// orphan: its key is deleted here all the same.)
+    pub block_file: bool,
+}
 
 /// Stored inode row (attributes sealed).
 #[derive(Clone, Debug)]
@@ -175,14 +192,19 @@ impl Tx<'_> {
 
     /// Delete an inode (its file keys and xattrs cascade; its inline
     /// ciphertext first, see [`Tx::inline_shred`]).
-    pub fn inode_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.inline_shred(ino)?;
-        self.c
-            .prepare_cached("DELETE FROM inodes WHERE id = ?1")?
-            .execute([ino.0])?;
+    pub fn inode_delete(&self, ino: InodeId) -> Result<Deleted, StoreError> {
+        let inline = self.inline_shred(ino)?;
+        let kind: Option<i64> = self
+            .c
+            .prepare_cached("DELETE FROM inodes WHERE id = ?1 RETURNING kind")?
+            .query_row([ino.0], |r| r.get(0))
+            .optional()?;
         self.touched(Touch::Record(ino));
         self.touched(Touch::Links(ino));
-        Ok(())
+        Ok(Deleted {
+            ino,
+            block_file: kind == Some(FILE_KIND) && !inline,
+        })
     }
 
     /// Every inode id of a circle.
@@ -600,5 +622,37 @@ mod tests {
         let first = plan(&store, DIRENT_PAGE_FIRST);
         assert!(first.contains("USING PRIMARY KEY (parent=?)"), "{first}");
         assert!(!first.contains("TEMP B-TREE") && !from.contains("TEMP B-TREE"));
+    }
+
+    /// Only a regular file without inline slots can have a block file to
+    /// remove after its deletion; an inode already gone has none.
+    #[test]
+    fn a_deletion_says_whether_a_block_file_can_be_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s")).unwrap();
+        store
+            .write(|tx| {
+                tx.c.execute_batch(
+                    "INSERT INTO circles(id, name_index, name_ct, epoch, created) VALUES (1, x'01', x'', 1, 0);
+                     INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (5, 1, 1, 1, x'00');
+                     INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (6, 1, 1, 1, x'00');
+                     INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (7, 1, 2, 1, x'00');
+                     INSERT INTO inodes(id, circle_id, kind, epoch, attrs) VALUES (8, 1, 3, 1, x'00');",
+                )?;
+                tx.inline_put(InodeId(6), &[1u8; 4096])
+            })
+            .unwrap();
+        let gone = |i: i64| {
+            store
+                .write(|tx| tx.inode_delete(InodeId(i)))
+                .unwrap()
+                .block_file
+        };
+        assert!(gone(5), "a file without inline slots");
+        assert!(!gone(6), "a file with inline slots");
+        assert!(!gone(7), "a directory");
+        assert!(!gone(8), "a symlink");
+        assert!(!gone(5), "already deleted");
+        assert!(store.read(|tx| tx.inline_get(InodeId(6))).unwrap().is_none());
     }
 }

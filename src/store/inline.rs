@@ -37,17 +37,28 @@ impl Tx<'_> {
     /// Drop the inline slots of `ino` (its content moved to a block file):
     /// the pages they free are zeroed, since the file and its key live on.
     pub fn inline_delete(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.c
+        self.inline_remove(ino).map(|_| ())
+    }
+
+    /// [`Tx::inline_delete`], telling whether there was a row.
+    fn inline_remove(&self, ino: InodeId) -> Result<bool, StoreError> {
+        Ok(self
+            .c
             .prepare_cached("DELETE FROM inline_slots WHERE ino = ?1")?
-            .execute([ino.0])?;
-        Ok(())
+            .execute([ino.0])?
+            > 0)
     }
 
     /// Drop the inline slots of `ino` as part of deleting the inode, whose
     /// file keys go in the same transaction: under `secure_delete=FAST`
-    /// (see [`Tx::ciphertext_only`]).
-    pub(super) fn inline_shred(&self, ino: InodeId) -> Result<(), StoreError> {
-        self.ciphertext_only(|| self.inline_delete(ino))
+    /// (see [`Tx::ciphertext_only`]). Tells whether there were any.
+    pub(super) fn inline_shred(&self, ino: InodeId) -> Result<bool, StoreError> {
+        let mut had = false;
+        self.ciphertext_only(|| {
+            had = self.inline_remove(ino)?;
+            Ok(())
+        })?;
+        Ok(had)
     }
 
     /// Run `f`, which frees only sealed content slots whose file key is

@@ -510,13 +510,12 @@ impl Workspace {
             if unlinked {
                 let gone = self.vault.store().write(|tx| {
                     if tx.dirent_links(ino)? == 0 {
-                        tx.inode_delete(ino)?;
-                        return Ok::<_, Error>(true);
+                        return Ok::<_, Error>(Some(tx.inode_delete(ino)?));
                     }
-                    Ok(false)
+                    Ok(None)
                 })?;
-                if gone {
-                    self.vault.store().block_remove(ino)?;
+                if let Some(d) = gone {
+                    self.vault.store().deleted(d)?;
                 }
             }
         }

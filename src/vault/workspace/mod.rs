@@ -193,14 +193,14 @@ impl Workspace {
 
     fn sweep_orphans(&self) -> Result<()> {
         let orphans = self.vault.store().write(|tx| {
-            let o = tx.orphan_inodes()?;
-            for i in &o {
-                tx.inode_delete(*i)?;
+            let mut gone = Vec::new();
+            for i in tx.orphan_inodes()? {
+                gone.push(tx.inode_delete(i)?);
             }
-            Ok::<_, Error>(o)
+            Ok::<_, Error>(gone)
         })?;
-        for i in orphans {
-            self.vault.store().block_remove(i)?;
+        for d in orphans {
+            self.vault.store().deleted(d)?;
         }
         // Block files whose inode is gone (a crash between the row deletion
         // and the file removal): their keys are destroyed; remove the bytes.

@@ -464,15 +464,15 @@ impl Workspace {
             self.save_attrs(tx, &a, parent, &pattrs)?;
             let remaining = tx.dirent_links(d.ino)?;
             if remaining == 0 && !self.is_open(d.ino)? {
-                tx.inode_delete(d.ino)?;
-                return Ok::<_, Error>((d.ino, true, true, a));
+                let deleted = tx.inode_delete(d.ino)?;
+                return Ok::<_, Error>((d.ino, Some(deleted), true, a));
             }
             let touched = remaining > 0 && self.touch_ctime_tx(tx, &a, d.ino, &row, now)?.is_some();
-            Ok((d.ino, false, touched, a))
+            Ok((d.ino, None, touched, a))
         })?;
         let (ino, deleted, touched, a) = gone;
-        if deleted {
-            self.vault.store().block_remove(ino)?;
+        if let Some(d) = deleted {
+            self.vault.store().deleted(d)?;
         } else {
             if !touched {
                 self.touch_ctime(&a, ino)?;
@@ -558,7 +558,7 @@ impl Workspace {
                     tx.dirent_delete(newparent, &d.name_index)?;
                     tx.dirent_insert(&self.new_dirent(&a, newparent, newname, src.ino)?)?;
                     tx.dirent_insert(&self.new_dirent(&a, parent, nm, d.ino)?)?;
-                    replaced = Some((d.ino, false));
+                    replaced = Some((d.ino, None));
                 }
                 (Some(d), RenameMode::Replace) => {
                     let drow = tx
@@ -578,10 +578,11 @@ impl Workspace {
                     tx.dirent_delete(parent, &src.name_index)?;
                     tx.dirent_insert(&self.new_dirent(&a, newparent, newname, src.ino)?)?;
                     let left = tx.dirent_links(d.ino)?;
-                    let delete = left == 0 && !self.is_open(d.ino)?;
-                    if delete {
-                        tx.inode_delete(d.ino)?;
-                    }
+                    let delete = if left == 0 && !self.is_open(d.ino)? {
+                        Some(tx.inode_delete(d.ino)?)
+                    } else {
+                        None
+                    };
                     replaced = Some((d.ino, delete));
                 }
                 (None, _) => {
@@ -604,8 +605,8 @@ impl Workspace {
             self.touch_ctime(&a, m)?;
         }
         if let Some((r, deleted)) = replaced {
-            if deleted {
-                self.vault.store().block_remove(r)?;
+            if let Some(d) = deleted {
+                self.vault.store().deleted(d)?;
             } else {
                 self.touch_ctime(&a, r)?;
                 if self.vault.store().read(|tx| tx.dirent_links(r))? == 0 {
