@@ -13,8 +13,16 @@ use crate::fusefs::{CircleFs, poll_changes};
 use crate::vault::workspace::Workspace;
 use crate::vault::{Session, Vault};
 
-/// How long a group-commit batch gathers operations before it is committed.
-const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// How long a group-commit batch gathers operations before it is
+/// committed: 5 ms while another mount is present (its writers wait for
+/// the batch), 25 ms while the mount is alone. Alternating runs, 5 → 25 ms
+/// alone: 10,000 small files created in 1.42-1.64 → 1.30-1.39 s, removed
+/// in 0.96-1.04 → 0.80-0.85 s, the source tree removed in 1.01-1.15 →
+/// 0.93-0.99 s, git add 3.43-3.74 → 3.30-3.46 s; tar unchanged.
+const BATCH_WINDOW: crate::store::BatchWindow = crate::store::BatchWindow {
+    shared: Duration::from_millis(5),
+    alone: Duration::from_millis(25),
+};
 
 /// Mount options (`-o`).
 #[derive(Clone, Debug, Default)]

@@ -653,6 +653,11 @@ mod tests {
         assert!(!gone(7), "a directory");
         assert!(!gone(8), "a symlink");
         assert!(!gone(5), "already deleted");
-        assert!(store.read(|tx| tx.inline_get(InodeId(6))).unwrap().is_none());
+        assert!(
+            store
+                .read(|tx| tx.inline_get(InodeId(6)))
+                .unwrap()
+                .is_none()
+        );
     }
 }

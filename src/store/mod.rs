@@ -182,6 +182,19 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long a group-commit batch gathers operations before the flusher
+/// commits it ([`Store::flush_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchWindow {
+    /// While another mount is present (or that cannot be told: the
+    /// change feed is on): its writers wait for the batch's write lock.
+    pub shared: Duration,
+    /// While this connection's mount is alone: no other writer waits, and
+    /// fewer, larger commits write each shared page (a directory's
+    /// entries, the free list) to the WAL once for more operations.
+    pub alone: Duration,
+}
+
 impl Store {
     /// Create a new store directory (0700) with its database (0600) and block dir.
     pub fn create(root: &Path) -> Result<Store, StoreError> {
@@ -491,13 +504,19 @@ impl Store {
         blocks::remove_file(&path)
     }
 
-    /// One round of the flusher: commit the batch once it is `gather` old;
-    /// when none has opened for `idle`, park until one does. Returns whether
-    /// it committed.
-    pub fn flush_batch(&self, idle: Duration, gather: Duration) -> Result<bool, StoreError> {
+    /// One round of the flusher: commit the batch once it is as old as
+    /// `window` says; when none has opened for `idle`, park until one
+    /// does. Returns whether it committed.
+    pub fn flush_batch(&self, idle: Duration, window: BatchWindow) -> Result<bool, StoreError> {
         let started = Instant::now();
         loop {
             let mut conn = self.lock()?;
+            // As the batch's first write found it (see `gate_feed`).
+            let gather = if self.feed_on.load(Ordering::Relaxed) {
+                window.shared
+            } else {
+                window.alone
+            };
             match conn.batch {
                 Some(at) if at.elapsed() >= gather => {
                     Self::commit_locked(&mut conn)?;
@@ -702,20 +721,63 @@ mod tests {
         // The flusher commits a batch once it is old enough.
         a.write(|tx| tx.meta_set("three", "3")).unwrap();
         assert_eq!(meta(&b, "three"), None);
-        let committed = a
-            .flush_batch(Duration::from_millis(50), Duration::from_millis(5))
-            .unwrap();
+        let five = BatchWindow {
+            shared: Duration::from_millis(5),
+            alone: Duration::from_millis(5),
+        };
+        let committed = a.flush_batch(Duration::from_millis(50), five).unwrap();
         assert!(committed);
         assert_eq!(meta(&b, "three").as_deref(), Some("3"));
         // Idle: the flusher parks and returns without committing.
-        assert!(
-            !a.flush_batch(Duration::from_millis(20), Duration::from_millis(5))
-                .unwrap()
-        );
+        assert!(!a.flush_batch(Duration::from_millis(20), five).unwrap());
         // Off: every write commits at once again.
         a.set_group_commit(false).unwrap();
         a.write(|tx| tx.meta_set("four", "4")).unwrap();
         assert_eq!(meta(&b, "four").as_deref(), Some("4"));
+    }
+
+    /// The flusher gives a batch opened while the mount was alone (the
+    /// change feed off) the `alone` window, and one opened while another
+    /// mount was present the `shared` one.
+    #[test]
+    fn a_batch_gathers_for_the_window_of_the_presence_it_opened_with() {
+        let (_dir, _root, a, b) = two_connections();
+        let a = std::sync::Arc::new(a);
+        a.set_group_commit(true).unwrap();
+        let window = BatchWindow {
+            shared: Duration::from_millis(5),
+            alone: Duration::from_millis(300),
+        };
+        // Alone: not committed before 300 ms.
+        a.feed_on.store(false, Ordering::Relaxed);
+        a.write(|tx| tx.meta_set("alone", "1")).unwrap();
+        let t0 = Instant::now();
+        assert!(a.flush_batch(Duration::from_millis(50), window).unwrap());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(meta(&b, "alone").as_deref(), Some("1"));
+        // Shared: the short window (a flusher on the long one would still
+        // be waiting when this gives up).
+        a.feed_on.store(true, Ordering::Relaxed);
+        let window = BatchWindow {
+            shared: Duration::from_millis(5),
+            alone: Duration::from_secs(60),
+        };
+        a.write(|tx| tx.meta_set("shared", "1")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flusher = a.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                flusher
+                    .flush_batch(Duration::from_millis(50), window)
+                    .unwrap(),
+            );
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(true));
+        assert_eq!(meta(&b, "shared").as_deref(), Some("1"));
     }
 
     #[test]
