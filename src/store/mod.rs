@@ -135,6 +135,11 @@ impl StoreVersion {
     pub fn followed_by_one_write(&self, later: &StoreVersion) -> bool {
         self.0 == later.0 && later.1 == self.1.wrapping_add(1)
     }
+
+    /// The count of writes this connection had started.
+    pub fn own_writes(&self) -> u64 {
+        self.1
+    }
 }
 
 /// An open store: one SQLite connection plus the block directory.
@@ -441,6 +446,14 @@ impl Store {
             w.remember(h, v.0);
         }
         Ok(v)
+    }
+
+    /// Writes started through this connection so far: when equal to
+    /// [`StoreVersion::own_writes`] of a version taken inside a transaction,
+    /// this connection wrote nothing since (no system call, unlike
+    /// [`Store::version`], which also sees other connections' commits).
+    pub fn own_writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
     }
 
     /// The version inside transaction `tx`: what `tx` has read holds at

@@ -27,6 +27,8 @@ use super::{Object, Op, Session, Vault, authorize};
 pub use content::OpenFile;
 pub use feed::Change;
 pub use rekey::RekeyReport;
+#[cfg(feature = "test-hooks")]
+pub use tree::LISTING_PAUSE_US;
 pub use tree::{DirEntry, Listed, NewNode, RenameMode, SetAttr};
 pub use xattr::XattrMode;
 

@@ -34,6 +34,12 @@ pub struct Listed {
     pub node: Option<Node>,
 }
 
+/// Test hook: a pause (µs) between the store read of a listing or lookup
+/// and its look at the open files, which widens the window in which a
+/// file can close between the two (tests/write_behind.rs).
+#[cfg(feature = "test-hooks")]
+pub static LISTING_PAUSE_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// rename(2) flavours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RenameMode {
@@ -166,18 +172,27 @@ impl Workspace {
     /// Nodes read from the store in a transaction at version `at`, made
     /// what this mount holds now: an open file's live attributes (taken
     /// outside the transaction: an open file's lock is never taken while
-    /// the store lock is held); and when anything was written since `at`,
-    /// every other node read again, its open state first, as
+    /// the store lock is held); and when this mount wrote anything since
+    /// `at`, every other node read again, its open state first, as
     /// [`Workspace::getattr`] does. A file closed after the transaction
-    /// stored what its state held (pending content, its size) and only
-    /// then left the open files: its record as read may predate writes
-    /// that have returned, and the kernel takes a stale size it is given
-    /// over the one a write gave it (a read would come back short).
+    /// stored what its state held (pending content, its size) through
+    /// this connection and only then left the open files: its record as
+    /// read may predate writes that have returned, and the kernel takes a
+    /// stale size it is given over the one a write gave it (a read would
+    /// come back short). Another mount's commits are not this mount's
+    /// writes: their changes reach the kernel through the change feed.
     fn make_live<'a>(
         &self,
         nodes: impl Iterator<Item = &'a mut Node>,
         at: crate::store::StoreVersion,
     ) -> Result<()> {
+        #[cfg(feature = "test-hooks")]
+        {
+            let us = LISTING_PAUSE_US.load(std::sync::atomic::Ordering::Relaxed);
+            if us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(us));
+            }
+        }
         let mut closed = Vec::new();
         for n in nodes {
             match self.open_attrs(n.ino)? {
@@ -185,7 +200,7 @@ impl Workspace {
                 None => closed.push(n),
             }
         }
-        if closed.is_empty() || self.vault.store().version()? == at {
+        if closed.is_empty() || self.vault.store().own_writes() == at.own_writes() {
             return Ok(());
         }
         for n in closed {
