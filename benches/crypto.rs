@@ -1,10 +1,11 @@
 //! Micro-benchmarks of the crypto the filesystem does per operation, on one
 //! core, through the same public functions the filesystem uses:
 //!
-//! - `block/encrypt`, `block/decrypt`: one content block (BLOCK_SIZE = 4064
-//!   plaintext bytes) sealed/opened with `Cipher::seal_into`/`open_into`
-//!   under the content-block AAD (`format::aad::block`) into a stored slot
-//!   (`format::block::put_header`/`parse_slot`), as in
+//! - `block/encrypt`, `block/decrypt`: one content block (BLOCK_SIZE = 4096
+//!   plaintext bytes) sealed in place/opened with
+//!   `Cipher::seal_detached`/`open_detached` under the content-block AAD
+//!   (`format::aad::block`), its header in an entry half
+//!   (`format::block::Half::put`/`halves`), as in
 //!   `vault/workspace/content.rs`. Throughput is in plaintext bytes.
 //!   `scripts/bench.sh` reads these two results as the single-core crypto
 //!   ceiling (`target/criterion/block/{encrypt,decrypt}/new/estimates.json`).
@@ -28,13 +29,13 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use circlefs::crypto::aead::{Cipher, OVERHEAD};
+use circlefs::crypto::aead::{Cipher, Nonces};
 use circlefs::crypto::kdf::{KdfParams, SALT_LEN, derive_kek};
 use circlefs::crypto::subkeys::name_index;
 use circlefs::crypto::wrap::{KeyPair, wrap_to};
 use circlefs::crypto::{Key32, Passphrase};
 use circlefs::format::aad;
-use circlefs::format::block::{BLOCK_SIZE, HEADER, SLOT, parse_slot, put_header};
+use circlefs::format::block::{BLOCK_SIZE, ENTRY, HALF, Half, halves};
 use circlefs::ids::{AccountId, BlockIndex, CircleId, ContentId, Epoch, InodeId, KeyGen};
 use circlefs::vault::keys::{CircleKeys, EpochKeys};
 
@@ -50,32 +51,42 @@ fn block(c: &mut Criterion) {
     let cipher = Cipher::new(&key);
     let content = ContentId([7u8; 16]);
     let pt: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
-    let mut slot = vec![0u8; SLOT];
-    assert_eq!(SLOT, HEADER + OVERHEAD + BLOCK_SIZE);
+    let mut page = pt.clone();
+    let mut entry = [0u8; ENTRY];
 
     let mut g = c.benchmark_group("block");
     g.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
     g.bench_function("encrypt", |b| {
         b.iter(|| {
-            put_header(&mut slot, GEN);
-            cipher
-                .seal_into(
+            page.copy_from_slice(black_box(&pt));
+            let (nonce, tag) = cipher
+                .seal_detached(
+                    &mut Nonces::fresh(1).unwrap(),
                     &aad::block(CIRCLE, &content, GEN, BlockIndex(black_box(5))),
-                    black_box(&pt),
-                    &mut slot[HEADER..],
+                    &mut page,
                 )
                 .unwrap();
+            Half {
+                keygen: GEN,
+                nonce,
+                tag,
+            }
+            .put(&mut entry[..HALF]);
         })
     });
 
     let mut out = vec![0u8; BLOCK_SIZE];
     g.bench_function("decrypt", |b| {
         b.iter(|| {
-            let (gen_, sealed) = parse_slot(black_box(&slot)).unwrap();
+            let [Some(h), _] = halves(black_box(&entry)) else {
+                panic!("no header")
+            };
             cipher
-                .open_into(
-                    &aad::block(CIRCLE, &content, gen_, BlockIndex(black_box(5))),
-                    sealed,
+                .open_detached(
+                    &aad::block(CIRCLE, &content, h.keygen, BlockIndex(black_box(5))),
+                    &h.nonce,
+                    &h.tag,
+                    &page,
                     &mut out,
                     "content block",
                 )

@@ -50,10 +50,11 @@ stage "build release" build_release
 stage "cargo test (unit, vault, CLI, real mounts)" cargo test --all-features
 fuzz() {
   # cargo-fuzz without a sanitizer (stable toolchain): libFuzzer with coverage.
-  mkdir -p fuzz/corpus/control fuzz/corpus/attrs
+  mkdir -p fuzz/corpus/control fuzz/corpus/attrs fuzz/corpus/block
   cargo fuzz run -s none control fuzz/corpus/control fuzz/seeds/control -- -max_total_time="${FUZZ_SECS:-60}" >/tmp/circlefs-fuzz-control.log 2>&1 &&
   cargo fuzz run -s none attrs fuzz/corpus/attrs fuzz/seeds/attrs -- -max_total_time="${FUZZ_SECS_ATTRS:-20}" >/tmp/circlefs-fuzz-attrs.log 2>&1 &&
-  grep -h "^Done" /tmp/circlefs-fuzz-control.log /tmp/circlefs-fuzz-attrs.log || { tail -20 /tmp/circlefs-fuzz-*.log; return 1; }
+  cargo fuzz run -s none block fuzz/corpus/block fuzz/seeds/block -- -max_total_time="${FUZZ_SECS_BLOCK:-20}" >/tmp/circlefs-fuzz-block.log 2>&1 &&
+  grep -h "^Done" /tmp/circlefs-fuzz-control.log /tmp/circlefs-fuzz-attrs.log /tmp/circlefs-fuzz-block.log || { tail -20 /tmp/circlefs-fuzz-*.log; return 1; }
 }
 
 # The release daemons below check every attribute-cache hit against the
@@ -64,7 +65,7 @@ stage "pjdfstest" scripts/pjdfstest.sh
 stage "fsx 100000 ops" scripts/fsx.sh "${FSX_OPS:-100000}"
 stage "fsx 10000 ops, large" scripts/fsx.sh "${FSX_LARGE_OPS:-10000}" fsx-large.toml
 stage "fsx 30000 ops, FUSE device (-o nouring)" env FSX_MOUNT_OPTS=nouring scripts/fsx.sh "${FSX_DEVICE_OPS:-30000}"
-stage "cargo fuzz (control 60 s, attrs 20 s)" fuzz
+stage "cargo fuzz (control 60 s, attrs 20 s, block 20 s)" fuzz
 
 echo
 if [ "$failed" -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi

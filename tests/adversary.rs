@@ -16,7 +16,10 @@ use circlefs::crypto::aead::Cipher;
 use circlefs::crypto::subkeys::{Purpose, derive};
 use circlefs::error::ErrorKind;
 use circlefs::format::aad;
-use circlefs::format::block::{BLOCK_SIZE, INLINE_SLOTS, SLOT, parse_slot};
+use circlefs::format::block::{
+    BLOCK_SIZE, ENTRY, HALF, INLINE_HEAD, INLINE_SLOTS, PAGE, entry_offset, file_len, halves,
+    inline_len, page_offset,
+};
 use circlefs::ids::{BlockIndex, CircleId, ContentId, Epoch, InodeId, KeyGen};
 use circlefs::vault::workspace::{Caller, NewNode, Workspace};
 use rusqlite::Connection;
@@ -133,6 +136,42 @@ impl Slots {
     }
 }
 
+/// Byte ranges of block `i`'s entry and data page in stored slots
+/// (an inline row or a block file).
+fn slot_ranges(inline: bool, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let (e, p) = if inline {
+        (i * ENTRY, INLINE_HEAD + i * PAGE)
+    } else {
+        (
+            entry_offset(i as u64).unwrap() as usize,
+            page_offset(i as u64).unwrap() as usize,
+        )
+    };
+    (e..e + ENTRY, p..p + PAGE)
+}
+
+/// Block `i` of stored slots: its entry, then its page.
+fn get_slot(raw: &[u8], inline: bool, i: usize) -> Vec<u8> {
+    let (e, p) = slot_ranges(inline, i);
+    [&raw[e], &raw[p]].concat()
+}
+
+/// Put block `i` (entry, then page) into stored slots.
+fn set_slot(raw: &mut [u8], inline: bool, i: usize, v: &[u8]) {
+    let (e, p) = slot_ranges(inline, i);
+    raw[e].copy_from_slice(&v[..ENTRY]);
+    raw[p].copy_from_slice(&v[ENTRY..]);
+}
+
+/// Stored length of `n` blocks.
+fn stored_len(inline: bool, n: usize) -> usize {
+    if inline {
+        inline_len(n as u64)
+    } else {
+        file_len(n as u64).unwrap() as usize
+    }
+}
+
 /// Block counts that put a test file inline and in a block file.
 const INLINE_AND_FILE: [usize; 2] = [0, INLINE_SLOTS as usize];
 
@@ -181,15 +220,15 @@ fn swapped_blocks(nblocks: usize, inline: bool) {
     let swap = |p1: &Slots, i: usize, p2: &Slots, j: usize| {
         let mut a = p1.read();
         let mut b = if p1 == p2 { a.clone() } else { p2.read() };
-        let sa = a[i * SLOT..(i + 1) * SLOT].to_vec();
-        let sb = b[j * SLOT..(j + 1) * SLOT].to_vec();
+        let sa = get_slot(&a, p1.inline(), i);
+        let sb = get_slot(&b, p2.inline(), j);
         if p1 == p2 {
-            a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
-            a[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
+            set_slot(&mut a, p1.inline(), i, &sb);
+            set_slot(&mut a, p1.inline(), j, &sa);
             p1.write(&a);
         } else {
-            a[i * SLOT..(i + 1) * SLOT].copy_from_slice(&sb);
-            b[j * SLOT..(j + 1) * SLOT].copy_from_slice(&sa);
+            set_slot(&mut a, p1.inline(), i, &sb);
+            set_slot(&mut b, p2.inline(), j, &sa);
             p1.write(&a);
             p2.write(&b);
         }
@@ -239,23 +278,51 @@ fn flipped_bytes(nblocks: usize, inline: bool) {
     let p = slots_of(&t, f);
     assert_eq!(p.inline(), inline, "{nblocks} blocks");
     let orig = p.read();
+    // The bytes that authenticate or hold content: every data page and
+    // the set half of every entry. A flip there is an error; a flip
+    // anywhere else (an empty half, the unused entries of a header page)
+    // may change nothing, but never yields other content.
+    let mut used = vec![false; orig.len()];
+    for i in 0..nblocks + 1 {
+        let (e, pg) = slot_ranges(inline, i);
+        used[pg].fill(true);
+        let set: Vec<usize> = halves(&orig[e.clone()])
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(set.len(), 1, "one half set at rest");
+        used[e.start + set[0] * HALF..e.start + (set[0] + 1) * HALF].fill(true);
+    }
     let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut used_hits = 0;
     for _ in 0..300 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let pos = (x as usize) % orig.len();
+        used_hits += used[pos] as usize;
         let mut bad = orig.clone();
         bad[pos] ^= 1 << (x % 8);
         p.write(&bad);
-        let r = get(&w, f);
-        assert_eq!(r.unwrap_err().kind, ErrorKind::Integrity, "flip at {pos}");
+        match get(&w, f) {
+            Err(e) => assert_eq!(e.kind, ErrorKind::Integrity, "flip at {pos}"),
+            Ok(v) => {
+                assert!(!used[pos], "a flip at {pos} went unnoticed");
+                assert_eq!(v, data(9, len), "flip at {pos} changed the content");
+            }
+        }
     }
+    assert!(
+        used_hits > 150,
+        "only {used_hits} of 300 flips hit authenticated bytes"
+    );
     p.write(&orig);
     assert_eq!(get(&w, f).unwrap(), data(9, len));
     // An all-zero slot is not a hole.
     let mut z = orig.clone();
-    z[SLOT..2 * SLOT].fill(0);
+    set_slot(&mut z, inline, 1, &vec![0u8; ENTRY + PAGE]);
     p.write(&z);
     assert_eq!(get(&w, f).unwrap_err().kind, ErrorKind::Integrity);
     p.write(&orig);
@@ -304,6 +371,109 @@ fn flipped_bytes(nblocks: usize, inline: bool) {
 }
 
 #[test]
+fn an_interrupted_write_leaves_each_block_old_or_new() {
+    for extra in INLINE_AND_FILE {
+        interrupted_write(3 + extra, extra == 0);
+    }
+}
+
+/// Entry with half `k` taken from `from`, the other from `base`.
+fn with_half(base: &[u8], from: &[u8], k: usize) -> Vec<u8> {
+    let mut e = base[..ENTRY].to_vec();
+    e[k * HALF..(k + 1) * HALF].copy_from_slice(&from[k * HALF..(k + 1) * HALF]);
+    e
+}
+
+/// The one set half of an entry at rest.
+fn set_half(entry: &[u8]) -> usize {
+    let set: Vec<usize> = halves(entry)
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.is_some())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(set.len(), 1, "one half set at rest");
+    set[0]
+}
+
+/// A write of a block is three steps (`store::blocks::write_run`): the
+/// new header into the half that does not open the page, the page, the
+/// other half emptied. The states a kill leaves between them are built
+/// from what the steps store, and every one reads as the old or the new
+/// content; a write made over such a state (which must find out which
+/// half is current without the page telling it) keeps that true.
+fn interrupted_write(nblocks: usize, inline: bool) {
+    let (t, w, r1, _) = setup();
+    let len = nblocks * BLOCK_SIZE;
+    let f = put(&w, r1, "f", &data(1, len));
+    let p = slots_of(&t, f);
+    assert_eq!(p.inline(), inline, "{nblocks} blocks");
+    let rewrite = |seed: u8| {
+        w.open(f, true, false).unwrap();
+        w.write(f, BLOCK_SIZE as u64, &data(seed, BLOCK_SIZE))
+            .unwrap();
+        w.release(f).unwrap();
+    };
+    let want = |seed: u8| {
+        let mut v = data(1, len);
+        v[BLOCK_SIZE..2 * BLOCK_SIZE].copy_from_slice(&data(seed, BLOCK_SIZE));
+        v
+    };
+    let old = p.read();
+    let s_a = get_slot(&old, inline, 1);
+    rewrite(2);
+    let s_b = get_slot(&p.read(), inline, 1);
+    let tb = set_half(&s_b[..ENTRY]);
+    assert_ne!(
+        tb,
+        set_half(&s_a[..ENTRY]),
+        "the new header went into the other half"
+    );
+    let state = |entry: &[u8], page: &[u8]| {
+        let mut v = old.clone();
+        set_slot(&mut v, inline, 1, &[entry, page].concat());
+        v
+    };
+    let both = with_half(&s_a, &s_b, tb);
+    // Killed after the header, before the page: the old content.
+    p.write(&state(&both, &s_a[ENTRY..]));
+    assert_eq!(get(&w, f).unwrap(), want(1), "header written, page not");
+    // Killed after the page, before the other half was emptied: the new.
+    p.write(&state(&both, &s_b[ENTRY..]));
+    assert_eq!(
+        get(&w, f).unwrap(),
+        want(2),
+        "page written, other half not emptied"
+    );
+    // A whole-block write over the first state: its header must not go
+    // into the half that opens the old page, or a kill before its page
+    // would leave nothing that opens.
+    let remnant = state(&both, &s_a[ENTRY..]);
+    p.write(&remnant);
+    rewrite(3);
+    let done = p.read();
+    let s_c = get_slot(&done, inline, 1);
+    let tc = set_half(&s_c[..ENTRY]);
+    assert_eq!(get(&w, f).unwrap(), want(3));
+    let r = get_slot(&remnant, inline, 1);
+    let killed = state(&with_half(&r, &s_c, tc), &s_a[ENTRY..]);
+    p.write(&killed);
+    assert_eq!(
+        get(&w, f).unwrap(),
+        want(1),
+        "killed again after the header: still the old content"
+    );
+    // And over the second state (the new page current).
+    p.write(&state(&both, &s_b[ENTRY..]));
+    rewrite(4);
+    let s_d = get_slot(&p.read(), inline, 1);
+    let td = set_half(&s_d[..ENTRY]);
+    assert_eq!(td, 1 - tb, "not the half that opens the current page");
+    p.write(&state(&with_half(&both, &s_d, td), &s_b[ENTRY..]));
+    assert_eq!(get(&w, f).unwrap(), want(2));
+}
+
+#[test]
 fn length_is_authenticated() {
     for extra in INLINE_AND_FILE {
         length_authenticated(3 + extra, extra == 0);
@@ -317,8 +487,8 @@ fn length_authenticated(nblocks: usize, inline: bool) {
     let p = slots_of(&t, f);
     assert_eq!(p.inline(), inline, "{nblocks} blocks");
     let orig = p.read();
-    assert_eq!(orig.len(), (nblocks + 1) * SLOT);
-    p.write(&orig[..nblocks * SLOT]);
+    assert_eq!(orig.len(), stored_len(inline, nblocks + 1));
+    p.write(&orig[..stored_len(inline, nblocks)]);
     assert_eq!(
         get(&w, f).unwrap_err().kind,
         ErrorKind::Integrity,
@@ -332,7 +502,7 @@ fn length_authenticated(nblocks: usize, inline: bool) {
     );
     // An appended copy of block 0 is never read as content.
     let mut longer = orig.clone();
-    longer.extend_from_slice(&orig[..SLOT]);
+    longer.extend_from_slice(&get_slot(&orig, inline, 0));
     p.write(&longer);
     assert_eq!(get(&w, f).unwrap(), data(5, len));
     assert_eq!(w.getattr(f).unwrap().attrs.size, len as u64);
@@ -378,7 +548,7 @@ fn inline_content_moves_to_a_block_file_when_it_grows() {
     );
     // A block file left by an interrupted spill is ignored while the row exists.
     std::fs::create_dir_all(block_path(&t, f).parent().unwrap()).unwrap();
-    std::fs::write(block_path(&t, f), vec![0x55; 3 * SLOT]).unwrap();
+    std::fs::write(block_path(&t, f), vec![0x55; 3 * PAGE]).unwrap();
     assert_eq!(get(&w, f).unwrap(), data(7, small));
     // One more byte: every slot moves to the block file and the row goes.
     w.open(f, true, false).unwrap();
@@ -386,19 +556,19 @@ fn inline_content_moves_to_a_block_file_when_it_grows() {
     w.release(f).unwrap();
     let p = slots_of(&t, f);
     assert!(!p.inline());
-    assert_eq!(p.read().len(), (INLINE_SLOTS as usize + 1) * SLOT);
+    assert_eq!(p.read().len(), stored_len(false, INLINE_SLOTS as usize + 1));
     let mut want = data(7, small);
     want.push(b'!');
     assert_eq!(get(&w, f).unwrap(), want);
     // Shrinking keeps the block file (a file never moves back).
     w.truncate(f, 10).unwrap();
     assert!(!slots_of(&t, f).inline());
-    assert_eq!(slots_of(&t, f).read().len(), SLOT);
+    assert_eq!(slots_of(&t, f).read().len(), stored_len(false, 1));
     assert_eq!(get(&w, f).unwrap(), data(7, 10));
     // An inline file shrinks in place; deleting it leaves no row.
     let g = put(&w, r1, "g", &data(8, 3 * BLOCK_SIZE));
     w.truncate(g, BLOCK_SIZE as u64 + 1).unwrap();
-    assert_eq!(slots_of(&t, g).read().len(), 2 * SLOT);
+    assert_eq!(slots_of(&t, g).read().len(), stored_len(true, 2));
     assert_eq!(get(&w, g).unwrap(), data(8, BLOCK_SIZE + 1));
     w.unlink(r1, b"g", false).unwrap();
     assert_eq!(inline_rows(&t, g), 0, "the inline row goes with the inode");
@@ -611,32 +781,34 @@ fn offline_block(
     i: u64,
     slot: &[u8],
 ) -> bool {
-    let (g, sealed) = match parse_slot(slot) {
-        Ok(x) => x,
-        Err(_) => return false,
-    };
-    let mut candidates: Vec<[u8; 32]> = cap
-        .file_keys
-        .get(&(ino.0, g.0))
-        .copied()
-        .into_iter()
-        .collect();
-    candidates.extend(
-        unwrap_all(c, cap.circle, &cap.circle_keys)
+    let (entry, page) = slot.split_at(ENTRY);
+    halves(entry).into_iter().flatten().any(|h| {
+        let g = h.keygen;
+        let mut candidates: Vec<[u8; 32]> = cap
+            .file_keys
             .get(&(ino.0, g.0))
-            .copied(),
-    );
-    candidates.into_iter().any(|fk| {
-        let cipher = Cipher::new(&Key32::from_bytes(fk));
-        let mut out = vec![0u8; BLOCK_SIZE];
-        cipher
-            .open_into(
-                &aad::block(cap.circle, &content, g, BlockIndex(i)),
-                sealed,
-                &mut out,
-                "b",
-            )
-            .is_ok()
+            .copied()
+            .into_iter()
+            .collect();
+        candidates.extend(
+            unwrap_all(c, cap.circle, &cap.circle_keys)
+                .get(&(ino.0, g.0))
+                .copied(),
+        );
+        candidates.into_iter().any(|fk| {
+            let cipher = Cipher::new(&Key32::from_bytes(fk));
+            let mut out = vec![0u8; BLOCK_SIZE];
+            cipher
+                .open_detached(
+                    &aad::block(cap.circle, &content, g, BlockIndex(i)),
+                    &h.nonce,
+                    &h.tag,
+                    page,
+                    &mut out,
+                    "b",
+                )
+                .is_ok()
+        })
     })
 }
 
@@ -745,32 +917,17 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     wa.release(old).unwrap();
     let content = |ino: InodeId| wa.getattr(ino).unwrap().attrs.content;
     let slots = |ino: InodeId| slots_of(&t, ino).read();
+    let slot = |ino: InodeId, s: &[u8], i: u64| get_slot(s, slots_of(&t, ino).inline(), i as usize);
     let s_new = slots(new);
     for i in 0..3 {
         assert!(
-            !offline_block(
-                &c,
-                &cap,
-                new,
-                content(new),
-                i,
-                &s_new[i as usize * SLOT..(i as usize + 1) * SLOT]
-            ),
+            !offline_block(&c, &cap, new, content(new), i, &slot(new, &s_new, i)),
             "new file block {i}"
         );
     }
     let s_old = slots(old);
     let readable: Vec<bool> = (0..4)
-        .map(|i| {
-            offline_block(
-                &c,
-                &cap,
-                old,
-                content(old),
-                i,
-                &s_old[i as usize * SLOT..(i as usize + 1) * SLOT],
-            )
-        })
+        .map(|i| offline_block(&c, &cap, old, content(old), i, &slot(old, &s_old, i)))
         .collect();
     assert_eq!(
         readable,
@@ -802,14 +959,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
     let content = |ino: InodeId| wa.getattr(ino).unwrap().attrs.content;
     for i in 0..4 {
         assert!(
-            !offline_block(
-                &c,
-                &cap,
-                old,
-                content(old),
-                i,
-                &s_old[i as usize * SLOT..(i as usize + 1) * SLOT]
-            ),
+            !offline_block(&c, &cap, old, content(old), i, &slot(old, &s_old, i)),
             "old file block {i} after re-encryption"
         );
     }
@@ -820,7 +970,7 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
             new,
             content(new),
             i,
-            &s_new[i as usize * SLOT..(i as usize + 1) * SLOT]
+            &slot(new, &s_new, i)
         ));
     }
     let old_epoch_rows: i64 = c
@@ -835,9 +985,15 @@ fn removed_trustee_offline_decryptor_fails_on_everything_new() {
         .query_row("SELECT (SELECT COUNT(*) FROM file_keys WHERE epoch != 3 OR origin != 3) + (SELECT COUNT(*) FROM dirents WHERE epoch != 3) + (SELECT COUNT(*) FROM inodes WHERE epoch != 3)", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stale, 0, "nothing references an old epoch");
-    for (ino, s) in [(old, &s_old), (new, &s_new)] {
-        for i in 0..s.len() / SLOT {
-            let (g, _) = parse_slot(&s[i * SLOT..(i + 1) * SLOT]).unwrap();
+    for (ino, s, n) in [(old, &s_old, 4), (new, &s_new, 3)] {
+        for i in 0..n {
+            let set: Vec<_> = halves(&slot(ino, s, i)[..ENTRY])
+                .into_iter()
+                .flatten()
+                .collect();
+            assert_eq!(set.len(), 1, "block {i} of {ino}: one half set at rest");
+            let h = set[0];
+            let g = h.keygen;
             let e: i64 = c
                 .query_row(
                     "SELECT epoch FROM file_keys WHERE ino = ?1 AND keygen = ?2",
@@ -967,4 +1123,34 @@ fn concurrent_readers_see_whole_blocks_while_a_writer_rewrites_them() {
     });
     assert_eq!(get(&w, f).unwrap(), vec![20u8; nb * BLOCK_SIZE]);
     assert_eq!(get(&w, g).unwrap(), vec![20u8; 2 * BLOCK_SIZE]);
+}
+
+#[test]
+fn a_store_with_layout_1_content_is_refused_untouched() {
+    let (t, w, r1, _) = setup();
+    let f = put(&w, r1, "f", &data(1, 100));
+    let version = || -> i64 {
+        Connection::open(t.db())
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(), circlefs::store::schema::LAYOUT_2);
+    // As a build before block layout 2 left it: schema version 5, content.
+    Connection::open(t.db())
+        .unwrap()
+        .pragma_update(None, "user_version", 5)
+        .unwrap();
+    let before = slots_of(&t, f).read();
+    let e = circlefs::store::Store::open(&t.store()).unwrap_err();
+    assert!(
+        e.to_string().contains("block layout 1"),
+        "a clear refusal: {e}"
+    );
+    assert_eq!(version(), 5, "nothing migrated");
+    assert_eq!(slots_of(&t, f).read(), before, "the content untouched");
+    // Without content, the store migrates.
+    slots_of(&t, f).remove();
+    circlefs::store::Store::open(&t.store()).unwrap();
+    assert_eq!(version(), circlefs::store::schema::LAYOUT_2);
 }

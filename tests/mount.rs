@@ -502,32 +502,46 @@ fn tampering_through_the_mount_gives_eio() {
         .map(|n| (n.to_string(), ino(n)))
         .collect();
     m.unmount();
-    let slot = circlefs::format::block::SLOT;
+    use circlefs::format::block::{ENTRY, PAGE, entry_offset, page_offset};
+    // Block i of a block file: its entry and its data page.
+    let ranges = |i: u64| {
+        let e = entry_offset(i).unwrap() as usize;
+        let p = page_offset(i).unwrap() as usize;
+        (e..e + ENTRY, p..p + PAGE)
+    };
+    let get = |v: &[u8], i: u64| {
+        let (e, p) = ranges(i);
+        [&v[e], &v[p]].concat()
+    };
+    let set = |v: &mut [u8], i: u64, s: &[u8]| {
+        let (e, p) = ranges(i);
+        v[e].copy_from_slice(&s[..ENTRY]);
+        v[p].copy_from_slice(&s[ENTRY..]);
+    };
     let bp = |i: u64| {
         let hex = format!("{i:016x}");
         t.store().join("blocks").join(&hex[14..]).join(hex)
     };
     let path = |n: &str| bp(inos.iter().find(|(x, _)| x == n).unwrap().1);
     // a: flipped byte; b: two slots swapped; c/d: first slots swapped across files;
-    // e: truncated by one slot; f: wrapped file key swapped with c's.
+    // e: truncated by one page; f: wrapped file key swapped with c's.
     let mut v = fs::read(path("a")).unwrap();
-    v[slot + 100] ^= 1;
+    v[ranges(1).1.start + 100] ^= 1;
     fs::write(path("a"), v).unwrap();
     let mut v = fs::read(path("b")).unwrap();
-    let s0 = v[..slot].to_vec();
-    let s1 = v[slot..2 * slot].to_vec();
-    v[..slot].copy_from_slice(&s1);
-    v[slot..2 * slot].copy_from_slice(&s0);
+    let (s0, s1) = (get(&v, 0), get(&v, 1));
+    set(&mut v, 0, &s1);
+    set(&mut v, 1, &s0);
     fs::write(path("b"), v).unwrap();
     let mut vc = fs::read(path("c")).unwrap();
     let mut vd = fs::read(path("d")).unwrap();
-    let tmp = vc[..slot].to_vec();
-    vc[..slot].copy_from_slice(&vd[..slot]);
-    vd[..slot].copy_from_slice(&tmp);
+    let (sc, sd) = (get(&vc, 0), get(&vd, 0));
+    set(&mut vc, 0, &sd);
+    set(&mut vd, 0, &sc);
     fs::write(path("c"), vc).unwrap();
     fs::write(path("d"), vd).unwrap();
     let ve = fs::read(path("e")).unwrap();
-    fs::write(path("e"), &ve[..ve.len() - slot]).unwrap();
+    fs::write(path("e"), &ve[..ve.len() - PAGE]).unwrap();
     let db = rusqlite::Connection::open(t.db()).unwrap();
     let ic = inos.iter().find(|(x, _)| x == "c").unwrap().1 as i64;
     let ifl = inos.iter().find(|(x, _)| x == "f").unwrap().1 as i64;

@@ -30,7 +30,7 @@ fn a_block_rewritten_by_another_mount_is_read_after_its_write() {
     assert_eq!(w.read(f, 0, 4096).unwrap(), data[..4096]);
 
     // Another mount holds the file's exclusive lock while block 0 is
-    // half written (bytes in the middle of its slot).
+    // half written (bytes in the middle of its data page).
     let other = Store::open(&t.store()).unwrap();
     let lock = other.inode_lock(f, true).unwrap();
     let files = other.block_files().unwrap();
@@ -40,9 +40,10 @@ fn a_block_rewritten_by_another_mount_is_read_after_its_write() {
         .write(true)
         .open(&files[0])
         .unwrap();
+    let at = circlefs::format::block::page_offset(0).unwrap() + 1000;
     let mut kept = [0u8; 100];
-    bf.read_exact_at(&mut kept, 1000).unwrap();
-    bf.write_all_at(&[0x5a; 100], 1000).unwrap();
+    bf.read_exact_at(&mut kept, at).unwrap();
+    bf.write_all_at(&[0x5a; 100], at).unwrap();
 
     let (tx, rx) = mpsc::channel();
     let reader = {
@@ -54,14 +55,14 @@ fn a_block_rewritten_by_another_mount_is_read_after_its_write() {
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "the read answered while the other mount's write was under way"
     );
-    bf.write_all_at(&kept, 1000).unwrap();
+    bf.write_all_at(&kept, at).unwrap();
     drop(lock);
     let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     reader.join().unwrap();
     assert_eq!(got.unwrap(), data[..4096]);
 
     // A block that stays damaged is an integrity error after both passes.
-    bf.write_all_at(&[0x5a; 100], 1000).unwrap();
+    bf.write_all_at(&[0x5a; 100], at).unwrap();
     let e = w.read(f, 0, 4096).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Integrity);
 }

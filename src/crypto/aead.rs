@@ -55,63 +55,43 @@ impl Cipher {
             .map_err(|_| CryptoError::Integrity(what.to_string()))
     }
 
-    /// Seal in place into `out` (exactly `OVERHEAD + buf.len()` bytes):
-    /// `out = nonce || ct || tag`. Used for content blocks (no allocation).
-    pub fn seal_into(
-        &self,
-        aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal_into_from(&mut Nonces::fresh(1)?, aad, plaintext, out)
-    }
-
-    /// [`Cipher::seal_into`] with the next nonce of a batch drawn for a run
-    /// of blocks (one call to the OS generator for the run).
-    pub fn seal_into_from(
+    /// Encrypt `buf` in place (ciphertext is as long as the plaintext) with
+    /// the next nonce of `nonces`; returns the nonce and the tag, which the
+    /// caller stores apart (content blocks: the page holds only ciphertext).
+    pub fn seal_detached(
         &self,
         nonces: &mut Nonces,
         aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        if out.len() != plaintext.len() + OVERHEAD {
-            return Err(CryptoError::Internal(
-                "seal_into: wrong output length".into(),
-            ));
-        }
+        buf: &mut [u8],
+    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), CryptoError> {
         let nonce = nonces.take()?;
-        let (n_out, rest) = out.split_at_mut(NONCE_LEN);
-        n_out.copy_from_slice(&nonce);
-        let (ct, tag_out) = rest.split_at_mut(plaintext.len());
-        ct.copy_from_slice(plaintext);
         let tag = self
             .0
-            .encrypt_inout_detached(&Nonce::from(nonce), aad, ct.into())
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, buf.into())
             .map_err(|_| CryptoError::Internal("seal refused the input length".into()))?;
-        tag_out.copy_from_slice(tag.as_slice());
-        Ok(())
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag.as_slice());
+        Ok((nonce, t))
     }
 
-    /// Open `sealed = nonce || ct || tag` into `out` (exactly `sealed.len() - OVERHEAD`).
-    pub fn open_into(
+    /// Open ciphertext `ct` with its detached `nonce` and `tag` into `out`
+    /// (as long as `ct`); any change is an integrity error and leaves
+    /// `out` zeroed.
+    pub fn open_detached(
         &self,
         aad: &[u8],
-        sealed: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        tag: &[u8; TAG_LEN],
+        ct: &[u8],
         out: &mut [u8],
         what: &str,
     ) -> Result<(), CryptoError> {
-        if sealed.len() < OVERHEAD || out.len() != sealed.len() - OVERHEAD {
+        if out.len() != ct.len() {
             return Err(CryptoError::Integrity(format!("{what}: wrong length")));
         }
-        let mut n = [0u8; NONCE_LEN];
-        n.copy_from_slice(&sealed[..NONCE_LEN]);
-        let ct = &sealed[NONCE_LEN..sealed.len() - TAG_LEN];
-        let tag_bytes = &sealed[sealed.len() - TAG_LEN..];
-        let tag = Tag::try_from(tag_bytes).map_err(|_| CryptoError::Integrity(what.to_string()))?;
         out.copy_from_slice(ct);
         self.0
-            .decrypt_inout_detached(&Nonce::from(n), aad, out.into(), &tag)
+            .decrypt_inout_detached(&Nonce::from(*nonce), aad, out.into(), &Tag::from(*tag))
             .map_err(|_| {
                 out.fill(0);
                 CryptoError::Integrity(what.to_string())
@@ -175,19 +155,19 @@ mod tests {
         let pt = [7u8; 64];
         let mut seen = HashSet::new();
         for _ in 0..3 {
-            let mut out = [0u8; 64 + OVERHEAD];
-            c.seal_into_from(&mut nonces, b"a", &pt, &mut out).unwrap();
-            assert!(seen.insert(out[..NONCE_LEN].to_vec()), "a nonce repeated");
+            let mut buf = pt;
+            let (n, t) = c.seal_detached(&mut nonces, b"a", &mut buf).unwrap();
+            assert!(seen.insert(n), "a nonce repeated");
             let mut back = [0u8; 64];
-            c.open_into(b"a", &out, &mut back, "t").unwrap();
+            c.open_detached(b"a", &n, &t, &buf, &mut back, "t").unwrap();
             assert_eq!(back, pt);
         }
-        let mut out = [0u8; 64 + OVERHEAD];
+        let mut buf = pt;
         assert!(
-            c.seal_into_from(&mut nonces, b"a", &pt, &mut out).is_err(),
+            c.seal_detached(&mut nonces, b"a", &mut buf).is_err(),
             "a used-up batch refuses"
         );
-        assert_eq!(out, [0u8; 64 + OVERHEAD], "and writes nothing");
+        assert_eq!(buf, pt, "and encrypts nothing");
     }
 
     #[test]
@@ -220,18 +200,28 @@ mod tests {
     }
 
     #[test]
-    fn into_variants_match() {
+    fn detached_roundtrip_and_tamper() {
         let k = Key32::random().unwrap();
         let c = Cipher::new(&k);
         let pt = vec![3u8; 4096];
-        let mut out = vec![0u8; 4096 + OVERHEAD];
-        c.seal_into(b"A", &pt, &mut out).unwrap();
-        assert_eq!(c.open(b"A", &out, "b").unwrap(), pt);
+        let mut ct = pt.clone();
+        let (n, t) = c
+            .seal_detached(&mut Nonces::fresh(1).unwrap(), b"A", &mut ct)
+            .unwrap();
+        assert_ne!(ct, pt, "encrypted in place");
         let mut back = vec![0u8; 4096];
-        c.open_into(b"A", &out, &mut back, "b").unwrap();
+        c.open_detached(b"A", &n, &t, &ct, &mut back, "b").unwrap();
         assert_eq!(back, pt);
-        out[100] ^= 0x80;
-        assert!(c.open_into(b"A", &out, &mut back, "b").is_err());
+        let mut bad = ct.clone();
+        bad[100] ^= 0x80;
+        assert!(c.open_detached(b"A", &n, &t, &bad, &mut back, "b").is_err());
         assert!(back.iter().all(|b| *b == 0), "no garbage on failure");
+        let mut t2 = t;
+        t2[0] ^= 1;
+        assert!(c.open_detached(b"A", &n, &t2, &ct, &mut back, "b").is_err());
+        let mut n2 = n;
+        n2[11] ^= 1;
+        assert!(c.open_detached(b"A", &n2, &t, &ct, &mut back, "b").is_err());
+        assert!(c.open_detached(b"B", &n, &t, &ct, &mut back, "b").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Block files: one file per content id under `blocks/xx/`, fixed-size slots.
+//! Block files: one file per inode under `blocks/xx/`, groups of a header page of entries and data pages (`format::block`).
 //! Bytes only; the vault seals and opens them.
 
 use std::fs::{File, OpenOptions};
@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{BLOCKS_DIR, Store, StoreError};
-use crate::format::block::SLOT;
+use crate::format::block::{ENTRY, GROUP, HEAD_PAGES, PAGE, entry_offset, file_len, page_offset};
 use crate::ids::{BlockIndex, InodeId};
 
 /// Held by every running mount of a store: a shared `flock` on
@@ -219,20 +219,10 @@ impl Store {
 
     /// Open (optionally creating) the block file of `ino`. Returns `None`
     /// when it does not exist and `create` is false.
-    pub fn block_open(&self, ino: InodeId, create: bool) -> Result<Option<File>, StoreError> {
+    pub fn block_open(&self, ino: InodeId, create: bool) -> Result<Option<BlockFile>, StoreError> {
         let p = self.block_path(ino);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .truncate(false)
-                .mode(0o600)
-                .open(p)
-        };
-        match open(&p) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+        match BlockFile::open(&p, create) {
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 // The first file of its fan-out directory: make the directory.
                 if let Some(dir) = p.parent() {
                     std::fs::DirBuilder::new()
@@ -240,10 +230,10 @@ impl Store {
                         .mode(0o700)
                         .create(dir)?;
                 }
-                Ok(Some(open(&p)?))
+                Ok(Some(BlockFile::open(&p, create)?))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            r => r.map(Some),
         }
     }
 
@@ -298,9 +288,126 @@ impl Store {
     }
 }
 
-/// Read the slots from index `first` on into `buf`: as many bytes as the
-/// file holds there (fewer than `buf` at its end; a missing or truncated
-/// block shows as bytes not read). Returns the bytes read.
+/// An open block file, through two descriptions: one for its data pages
+/// and one for its entries. The kernel keeps readahead state per
+/// description, and entry reads between page reads would make it take a
+/// random read for a sequential one and the reverse.
+pub struct BlockFile {
+    pages: File,
+    entries: File,
+}
+
+impl BlockFile {
+    /// Open the block file at `p` (creating it with mode 0600 if asked).
+    pub fn open(p: &Path, create: bool) -> Result<BlockFile, StoreError> {
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .mode(0o600)
+                .open(p)
+        };
+        let pages = open()?;
+        let entries = open()?;
+        Ok(BlockFile { pages, entries })
+    }
+
+    /// Read the entries of blocks `first..` into `out` (ENTRY bytes each);
+    /// entries the file does not hold read as zeros (empty).
+    pub fn read_entries(&self, first: BlockIndex, out: &mut [u8]) -> Result<(), StoreError> {
+        read_entries(&self.entries, first, out)
+    }
+
+    /// Ask the kernel to start reading the header pages of the groups of
+    /// blocks `first..first + n`, and of the group after them (where a
+    /// sequential reader goes next), without waiting: a large read then
+    /// reads its pages while the entries come in, instead of after them.
+    pub fn prefetch_entries(&self, first: BlockIndex, n: usize) {
+        let g0 = first.0 / GROUP;
+        let g1 = first.0.saturating_add(n as u64) / GROUP + 1;
+        for g in g0..=g1 {
+            if let Some(off) = g.checked_mul(GROUP).and_then(entry_offset) {
+                // Advice only: a refusal changes nothing but the timing.
+                let _ = nix::fcntl::posix_fadvise(
+                    &self.entries,
+                    off as i64,
+                    (HEAD_PAGES as usize * PAGE) as i64,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
+    /// See [`read_pages`].
+    pub fn read_pages(&self, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
+        read_pages(&self.pages, first, buf)
+    }
+
+    /// See [`write_run`].
+    pub fn write_run(
+        &self,
+        first: BlockIndex,
+        before: &[u8],
+        pages: &[u8],
+        after: &[u8],
+    ) -> Result<(), StoreError> {
+        write_run(&self.entries, &self.pages, first, before, pages, after)
+    }
+
+    /// Cut the file to blocks `0..nslots` (the entries of the cut blocks in
+    /// the last group's header pages stay: they are never read for blocks
+    /// outside the record's extents, and a write of such a block replaces
+    /// them).
+    pub fn truncate(&self, nslots: u64) -> Result<(), StoreError> {
+        self.pages.set_len(offset(file_len(nslots))?)?;
+        Ok(())
+    }
+
+    /// Make its content durable.
+    pub fn sync_data(&self) -> Result<(), StoreError> {
+        self.pages.sync_data()?;
+        Ok(())
+    }
+}
+
+/// The runs of a block range `first..first + n` that lie in one group
+/// each: `(k, count)` with `k` the index in the range of the run's first
+/// block. A group's entries are contiguous, and so are its data pages.
+fn segments(first: BlockIndex, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut k = 0usize;
+    std::iter::from_fn(move || {
+        if k >= n {
+            return None;
+        }
+        let i = first.0.saturating_add(k as u64);
+        let left = (GROUP - i % GROUP) as usize;
+        let c = left.min(n - k);
+        let seg = (k, c);
+        k += c;
+        Some(seg)
+    })
+}
+
+fn offset(o: Option<u64>) -> Result<u64, StoreError> {
+    o.ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))
+}
+
+fn read_entries(f: &File, first: BlockIndex, out: &mut [u8]) -> Result<(), StoreError> {
+    let n = out.len() / ENTRY;
+    for (k, c) in segments(first, n) {
+        let off = offset(entry_offset(first.0.saturating_add(k as u64)))?;
+        let dst = &mut out[k * ENTRY..(k + c) * ENTRY];
+        let got = read_full(f, off, dst)?;
+        dst[got..].fill(0);
+    }
+    Ok(())
+}
+
+/// Read the data pages of blocks `first..` into `buf` (PAGE bytes each):
+/// returns how many whole pages the file holds from `first` on (a missing
+/// or cut page ends the count).
 ///
 /// A run of at least [`DIRECT_READ_MIN`] bytes into a page-aligned buffer
 /// (a [`SlotBuf`]) is read with `O_DIRECT`: a sequential read then copies
@@ -308,18 +415,41 @@ impl Store {
 /// plaintext for the mount), which was half of the daemon's CPU time
 /// during a cold sequential read. The kernel writes dirty cached pages of
 /// the range back first, so buffered writes are seen.
-pub fn read_run(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
-    let off = first
-        .0
-        .checked_mul(SLOT as u64)
-        .ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
+fn read_pages(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
+    let n = buf.len() / PAGE;
+    let read = |buf: &mut [u8]| -> std::io::Result<Result<usize, StoreError>> {
+        for (k, c) in segments(first, n) {
+            let Ok(off) = offset(page_offset(first.0.saturating_add(k as u64))) else {
+                return Ok(Ok(k));
+            };
+            let got = read_full(f, off, &mut buf[k * PAGE..(k + c) * PAGE])?;
+            if got < c * PAGE {
+                return Ok(Ok(k + got / PAGE));
+            }
+        }
+        Ok(Ok(n))
+    };
     if buf.len() >= DIRECT_READ_MIN
-        && (buf.as_ptr() as usize).is_multiple_of(SLOT)
-        && let Some(n) = read_direct(f, off, buf)?
+        && (buf.as_ptr() as usize).is_multiple_of(PAGE)
+        && let Some(r) = with_direct(f, || read(buf))?
     {
-        return Ok(n);
+        return r;
     }
-    Ok(read_full(f, off, buf)?)
+    if n == 1 && !(first.0 + 1).is_multiple_of(GROUP) {
+        // A single page (a random read) is read with the page after it
+        // in one request: a cold random read of a file then costs the
+        // disk about half as many requests, as the next page is often
+        // asked for soon (a neighbour read, the kernel's readahead).
+        let Ok(off) = offset(page_offset(first.0)) else {
+            return Ok(0);
+        };
+        let mut two = [0u8; 2 * PAGE];
+        let got = read_full(f, off, &mut two)?;
+        let one = got.min(PAGE);
+        buf[..one].copy_from_slice(&two[..one]);
+        return Ok(one / PAGE);
+    }
+    read(buf)?
 }
 
 /// Read into `buf` at `off` until it is full or the file ends; the bytes
@@ -337,17 +467,10 @@ fn read_full(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(done)
 }
 
-/// Runs of slots read with `O_DIRECT` (see [`read_run`]): 16 slots, less
-/// than the kernel's smallest readahead request (128 KiB of plaintext is
-/// 33 slots), more than a random 4 KiB read (two).
-pub const DIRECT_READ_MIN: usize = 16 * SLOT;
-
-/// Read into `buf` at `off` with `O_DIRECT` (see [`with_direct`]); None
-/// if it is refused (an unaligned read past a short end of the file is
-/// too: it is then read again buffered).
-fn read_direct(f: &File, off: u64, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
-    with_direct(f, || read_full(f, off, buf))
-}
+/// Runs of pages read with `O_DIRECT` (see [`read_pages`]): 16 pages,
+/// less than the kernel's smallest readahead request (128 KiB is 32
+/// pages), more than a random 4 KiB read (one or two).
+pub const DIRECT_READ_MIN: usize = 16 * PAGE;
 
 /// Run `io` on `f` with `O_DIRECT` set on its description for this call
 /// only (every user of a block file's description holds its state's
@@ -387,46 +510,81 @@ pub(crate) fn remove_file(p: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Write consecutive slots starting at `first`.
+/// Write blocks `first..`: the entries `before` (the new header in the
+/// half that does not open the current page, the other half as it was),
+/// then the data pages, then the entries `after` (the other half emptied)
+/// where they differ from `before`. Each step is a write of whole pages or
+/// of part of one page, which the kernel never leaves half done: a daemon
+/// killed at any point leaves each page opened by one of its entry's
+/// halves (`format::block`).
 ///
-/// A run of at least [`DIRECT_MIN`] bytes is written with `O_DIRECT` (set
-/// on the description for that write only), so its ciphertext is not
-/// copied into the page cache a second time next to the plaintext the
-/// kernel caches for the mount: that copy into fresh pages was most of the
-/// daemon's time during a large sequential write. Slots are page-sized and
-/// page-aligned, so the write is too (from a [`SlotBuf`], or copied into
-/// one); a filesystem that refuses `O_DIRECT` gets the buffered write.
-pub fn write_slots(f: &File, first: BlockIndex, data: &[u8]) -> Result<(), StoreError> {
-    let off = first
-        .0
-        .checked_mul(SLOT as u64)
-        .ok_or_else(|| StoreError::Corrupt("block offset overflow".into()))?;
-    if data.len() >= DIRECT_MIN && write_direct(f, off, data)? {
-        return Ok(());
+/// A run of at least [`DIRECT_MIN`] bytes of pages is written with
+/// `O_DIRECT` (set on the description for those writes only), so its
+/// ciphertext is not copied into the page cache a second time next to the
+/// plaintext the kernel caches for the mount: that copy into fresh pages
+/// was most of the daemon's time during a large sequential write. Pages
+/// are page-aligned, so the writes are too (from a [`SlotBuf`], or copied
+/// into one); a filesystem that refuses `O_DIRECT` gets buffered writes.
+fn write_run(
+    ef: &File,
+    f: &File,
+    first: BlockIndex,
+    before: &[u8],
+    pages: &[u8],
+    after: &[u8],
+) -> Result<(), StoreError> {
+    let n = pages.len() / PAGE;
+    if before.len() != n * ENTRY || after.len() != n * ENTRY {
+        return Err(StoreError::Corrupt("entries do not match the pages".into()));
     }
-    f.write_all_at(data, off)?;
-    Ok(())
-}
-
-/// Runs of slots written with `O_DIRECT` (see [`write_slots`]): 64 slots.
-pub const DIRECT_MIN: usize = 64 * SLOT;
-
-/// Write `data` at `off` with `O_DIRECT`; false (nothing written) if the
-/// description or the filesystem refuses it.
-fn write_direct(f: &File, off: u64, data: &[u8]) -> Result<bool, StoreError> {
-    let copy;
-    let src = if (data.as_ptr() as usize).is_multiple_of(SLOT) {
-        data
-    } else {
-        let mut b = SlotBuf::new(data.len());
-        b.as_mut().copy_from_slice(data);
-        copy = b;
-        copy.as_ref()
+    let entries = |e: &[u8], skip_same: bool| -> Result<(), StoreError> {
+        for (k, c) in segments(first, n) {
+            let r = k * ENTRY..(k + c) * ENTRY;
+            if skip_same && e[r.clone()] == before[r.clone()] {
+                continue;
+            }
+            let off = offset(entry_offset(first.0.saturating_add(k as u64)))?;
+            ef.write_all_at(&e[r], off)?;
+        }
+        Ok(())
     };
-    Ok(with_direct(f, || f.write_all_at(src, off))?.is_some())
+    entries(before, false)?;
+    let write = |src: &[u8]| -> std::io::Result<Result<(), StoreError>> {
+        for (k, c) in segments(first, n) {
+            let off = match offset(page_offset(first.0.saturating_add(k as u64))) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            f.write_all_at(&src[k * PAGE..(k + c) * PAGE], off)?;
+        }
+        Ok(Ok(()))
+    };
+    let mut done = false;
+    if pages.len() >= DIRECT_MIN {
+        let copy;
+        let src = if (pages.as_ptr() as usize).is_multiple_of(PAGE) {
+            pages
+        } else {
+            let mut b = SlotBuf::new(pages.len());
+            b.as_mut().copy_from_slice(pages);
+            copy = b;
+            copy.as_ref()
+        };
+        if let Some(r) = with_direct(f, || write(src))? {
+            r?;
+            done = true;
+        }
+    }
+    if !done {
+        write(pages)??;
+    }
+    entries(after, true)
 }
 
-/// A zeroed buffer of whole slots that starts on a page boundary (as
+/// Runs of pages written with `O_DIRECT` (see [`write_run`]): 64 pages.
+pub const DIRECT_MIN: usize = 64 * PAGE;
+
+/// A zeroed buffer of whole pages that starts on a page boundary (as
 /// `O_DIRECT` needs), without unsafe code: a slice of a larger vector.
 pub struct SlotBuf {
     v: Vec<u8>,
@@ -437,8 +595,8 @@ pub struct SlotBuf {
 impl SlotBuf {
     /// `len` zero bytes, page-aligned.
     pub fn new(len: usize) -> SlotBuf {
-        let v = vec![0u8; len + SLOT];
-        let at = (SLOT - v.as_ptr() as usize % SLOT) % SLOT;
+        let v = vec![0u8; len + PAGE];
+        let at = (PAGE - v.as_ptr() as usize % PAGE) % PAGE;
         SlotBuf { v, at, len }
     }
 }
@@ -453,12 +611,6 @@ impl AsMut<[u8]> for SlotBuf {
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.v[self.at..self.at + self.len]
     }
-}
-
-/// Cut the file to `nslots` slots.
-pub fn truncate_slots(f: &File, nslots: u64) -> Result<(), StoreError> {
-    f.set_len(nslots.saturating_mul(SLOT as u64))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -531,6 +683,12 @@ mod tests {
             .unwrap()
     }
 
+    /// A new empty block file `b` in `dir`.
+    fn scratch_blocks(dir: &std::path::Path) -> BlockFile {
+        scratch(dir);
+        BlockFile::open(&dir.join("b"), false).unwrap()
+    }
+
     /// Whether the description has `O_DIRECT` set.
     fn is_direct(f: &File) -> bool {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -559,79 +717,125 @@ mod tests {
         );
     }
 
+    /// Entries of `n` blocks with byte value `v` in the first half.
+    fn marked(n: usize, v: u8) -> Vec<u8> {
+        let mut e = vec![0u8; n * ENTRY];
+        for c in e.chunks_mut(ENTRY) {
+            c[..ENTRY / 2].fill(v);
+        }
+        e
+    }
+
     #[test]
     fn large_runs_are_read_direct_and_see_buffered_writes() {
         // On the project's disk: tmpfs would count no storage reads.
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let f = scratch(dir.path());
-        let n = DIRECT_READ_MIN / SLOT + 2;
-        let data: Vec<u8> = (0..n * SLOT).map(|i| (i % 251) as u8).collect();
-        f.write_all_at(&data, 0).unwrap();
-        f.sync_all().unwrap();
+        let b = scratch_blocks(dir.path());
+        let n = DIRECT_READ_MIN / PAGE + 2;
+        let data: Vec<u8> = (0..n * PAGE).map(|i| (i % 251) as u8).collect();
+        let e = marked(n, 9);
+        b.write_run(BlockIndex(0), &e, &data, &e).unwrap();
+        b.sync_data().unwrap();
         // Cached and clean: a buffered read takes nothing from storage.
-        let mut plain = vec![0u8; n * SLOT];
+        let mut plain = vec![0u8; n * PAGE];
         let before = storage_reads();
-        assert_eq!(read_run(&f, BlockIndex(0), &mut plain).unwrap(), n * SLOT);
+        assert_eq!(b.read_pages(BlockIndex(0), &mut plain).unwrap(), n);
         assert_eq!(
             storage_reads(),
             before,
             "an unaligned buffer reads buffered"
         );
         assert_eq!(plain, data);
-        // A slot written buffered and not yet written back is seen.
-        let fresh = vec![0xa5u8; SLOT];
-        f.write_all_at(&fresh, 3 * SLOT as u64).unwrap();
-        let mut buf = SlotBuf::new((n + 1) * SLOT);
+        // A page written buffered and not yet written back is seen.
+        let fresh = vec![0xa5u8; PAGE];
+        let e1 = marked(1, 3);
+        b.write_run(BlockIndex(3), &e1, &fresh, &e1).unwrap();
+        let mut buf = SlotBuf::new((n + 1) * PAGE);
         let before = storage_reads();
         assert_eq!(
-            read_run(&f, BlockIndex(0), buf.as_mut()).unwrap(),
-            n * SLOT,
+            b.read_pages(BlockIndex(0), buf.as_mut()).unwrap(),
+            n,
             "short at the end of the file"
         );
         assert!(
-            storage_reads() - before >= (n * SLOT) as u64,
+            storage_reads() - before >= (n * PAGE) as u64,
             "read from storage, past the page cache"
         );
-        assert_eq!(&buf.as_ref()[..3 * SLOT], &data[..3 * SLOT]);
-        assert_eq!(&buf.as_ref()[3 * SLOT..4 * SLOT], &fresh[..]);
-        assert_eq!(&buf.as_ref()[4 * SLOT..n * SLOT], &data[4 * SLOT..]);
-        assert!(!is_direct(&f), "the description is left buffered");
+        assert_eq!(&buf.as_ref()[..3 * PAGE], &data[..3 * PAGE]);
+        assert_eq!(&buf.as_ref()[3 * PAGE..4 * PAGE], &fresh[..]);
+        assert_eq!(&buf.as_ref()[4 * PAGE..n * PAGE], &data[4 * PAGE..]);
+        assert!(!is_direct(&b.pages), "the description is left buffered");
         // A short run stays buffered.
-        let mut small = SlotBuf::new(2 * SLOT);
+        let mut small = SlotBuf::new(2 * PAGE);
         let before = storage_reads();
-        assert_eq!(
-            read_run(&f, BlockIndex(1), small.as_mut()).unwrap(),
-            2 * SLOT
-        );
+        assert_eq!(b.read_pages(BlockIndex(1), small.as_mut()).unwrap(), 2);
         assert_eq!(storage_reads(), before);
+        let mut ents = vec![0u8; (n + 1) * ENTRY];
+        b.read_entries(BlockIndex(0), &mut ents).unwrap();
+        let mut want = marked(n, 9);
+        want[3 * ENTRY..4 * ENTRY].copy_from_slice(&e1);
+        want.extend_from_slice(&[0u8; ENTRY]);
+        assert_eq!(ents, want, "entries read back, missing ones empty");
     }
 
     #[test]
-    fn large_runs_are_written_direct_and_read_back() {
+    fn runs_across_groups_are_written_direct_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let f = scratch(dir.path());
-        let n = DIRECT_MIN / SLOT + 3;
-        let mut aligned = SlotBuf::new(n * SLOT);
-        assert_eq!(aligned.as_ref().as_ptr() as usize % SLOT, 0);
+        let b = scratch_blocks(dir.path());
+        let n = (DIRECT_MIN / PAGE).max(GROUP as usize) + 3;
+        let mut aligned = SlotBuf::new(n * PAGE);
+        assert_eq!(aligned.as_ref().as_ptr() as usize % PAGE, 0);
         for (i, b) in aligned.as_mut().iter_mut().enumerate() {
             *b = (i % 253) as u8;
         }
         // A small run first, then a large one from an aligned buffer and
-        // one from an unaligned copy, over and after it.
-        write_slots(&f, BlockIndex(0), &aligned.as_ref()[..SLOT]).unwrap();
-        write_slots(&f, BlockIndex(1), aligned.as_ref()).unwrap();
+        // one from an unaligned copy, over and after it; both cross groups.
+        let e = |n: usize| marked(n, 1);
+        b.write_run(BlockIndex(0), &e(1), &aligned.as_ref()[..PAGE], &e(1))
+            .unwrap();
+        let before = marked(n, 2);
+        b.write_run(BlockIndex(1), &before, aligned.as_ref(), &e(n))
+            .unwrap();
         let unaligned: Vec<u8> = std::iter::once(0u8)
             .chain(aligned.as_ref().iter().map(|b| b.wrapping_add(1)))
             .collect();
-        write_slots(&f, BlockIndex(n as u64), &unaligned[1..]).unwrap();
-        assert!(!is_direct(&f), "the description is left buffered");
-        let mut back = vec![0u8; (2 * n + 1) * SLOT];
+        b.write_run(BlockIndex(n as u64), &e(n), &unaligned[1..], &e(n))
+            .unwrap();
+        assert!(!is_direct(&b.pages), "the description is left buffered");
         assert_eq!(
-            read_run(&f, BlockIndex(0), &mut back).unwrap(),
-            (2 * n) * SLOT
+            b.pages.metadata().unwrap().len(),
+            file_len(2 * n as u64).unwrap()
         );
-        assert_eq!(&back[..SLOT], &aligned.as_ref()[..SLOT]);
-        assert_eq!(&back[SLOT..n * SLOT], &aligned.as_ref()[..(n - 1) * SLOT]);
-        assert_eq!(&back[n * SLOT..2 * n * SLOT], &unaligned[1..]);
+        let mut back = vec![0u8; (2 * n + 1) * PAGE];
+        assert_eq!(b.read_pages(BlockIndex(0), &mut back).unwrap(), 2 * n);
+        assert_eq!(&back[..PAGE], &aligned.as_ref()[..PAGE]);
+        assert_eq!(&back[PAGE..n * PAGE], &aligned.as_ref()[..(n - 1) * PAGE]);
+        assert_eq!(&back[n * PAGE..2 * n * PAGE], &unaligned[1..]);
+        let mut ents = vec![0u8; 2 * n * ENTRY];
+        b.read_entries(BlockIndex(0), &mut ents).unwrap();
+        assert_eq!(ents, e(2 * n), "the entries as `after` left them");
+        // Cut: the pages past the end go.
+        b.truncate(GROUP + 1).unwrap();
+        assert_eq!(
+            b.pages.metadata().unwrap().len(),
+            file_len(GROUP + 1).unwrap()
+        );
+        assert_eq!(
+            b.read_pages(BlockIndex(GROUP - 4), &mut back[..10 * PAGE])
+                .unwrap(),
+            5
+        );
+    }
+
+    #[test]
+    fn mismatched_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = scratch_blocks(dir.path());
+        let p = vec![0u8; 2 * PAGE];
+        assert!(
+            b.write_run(BlockIndex(0), &marked(1, 1), &p, &marked(2, 1))
+                .is_err()
+        );
+        assert_eq!(b.pages.metadata().unwrap().len(), 0, "nothing written");
     }
 }

@@ -308,6 +308,24 @@ impl Store {
                 "store schema version {have} is newer than this build ({want})"
             )));
         }
+        if have > 0 && have < schema::LAYOUT_2 {
+            // Content in the first block layout (4064-byte blocks with
+            // their headers inline) cannot be converted without the keys
+            // of every circle: refused, untouched.
+            let inline: i64 = if have >= 5 {
+                tx.query_row("SELECT COUNT(*) FROM inline_slots", [], |r| r.get(0))?
+            } else {
+                0
+            };
+            if inline > 0 || !self.block_files()?.is_empty() {
+                return Err(StoreError::Format(
+                    "store holds file content in block layout 1 (circlefs before layout 2); \
+                     this build reads layout 2 only: copy the files out with the build \
+                     that wrote them"
+                        .into(),
+                ));
+            }
+        }
         for (i, m) in schema::MIGRATIONS
             .iter()
             .enumerate()

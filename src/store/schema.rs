@@ -1,5 +1,9 @@
 //! Numbered schema migrations; `PRAGMA user_version` records how many ran.
 
+/// Schema version from which file content is in block layout 2
+/// (`format::block`); an older store holding content is refused.
+pub const LAYOUT_2: i64 = 6;
+
 /// Migrations in order; index + 1 is the schema version after it.
 pub const MIGRATIONS: &[&str] = &[
     // 1: accounts, circles, trustees, keys, inode tree, file keys, xattrs, change log.
@@ -123,4 +127,7 @@ CREATE TABLE inline_slots (
     slots BLOB NOT NULL
 );
 "#,
+    // 6: block layout 2 (4096-byte pages, headers in entries of two
+    // halves): recorded; a store with layout-1 content is refused before.
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('content_layout', '2');",
 ];

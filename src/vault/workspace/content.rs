@@ -2,15 +2,16 @@
 //! truncate, flush and fsync, key generations.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::{Arc, Mutex};
 
+use crate::crypto::Key32;
 use crate::crypto::aead::Cipher;
-use crate::crypto::{Key32, aead::OVERHEAD};
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::format::aad;
 use crate::format::attrs::{Attrs, Kind, Time};
-use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, parse_slot, put_header};
+use crate::format::block::{
+    BLOCK_SIZE, ENTRY, HALF, Half, PAGE, blocks_for, both_set, halves, open_page, target_half,
+};
 use crate::ids::{BlockIndex, Epoch, InodeId, KeyGen};
 use crate::store::blocks::InodeLock;
 
@@ -18,6 +19,7 @@ mod pending;
 mod slots;
 
 use pending::Pending;
+pub(super) use slots::Sealed;
 
 use super::{CircleAccess, Op, Workspace, lock};
 
@@ -44,7 +46,7 @@ pub struct OpenFile {
     opens: u32,
     unlinked: bool,
     /// The block file, once the content is known to live in one.
-    file: Option<File>,
+    file: Option<crate::store::blocks::BlockFile>,
     /// The inline row was created by this state and no fsync(2) has
     /// covered it since: moving it to a block file needs no sync first.
     fresh_inline: bool,
@@ -95,11 +97,6 @@ impl OpenFile {
             validated: None,
             pending: None,
         }
-    }
-
-    /// Circle access of this file.
-    pub(super) fn access(&self) -> &Arc<CircleAccess> {
-        &self.access
     }
 
     /// Live attributes.
@@ -705,29 +702,129 @@ impl Workspace {
         Ok(ng)
     }
 
-    /// Decrypt block `i` from `slot` into `out` (BLOCK_SIZE bytes).
-    pub(super) fn open_block(
+    /// The cipher of key generation `g`, shared.
+    fn cipher_arc(&self, ino: InodeId, st: &mut OpenFile, g: KeyGen) -> Result<Arc<Cipher>> {
+        self.cipher(ino, st, g)?;
+        st.ciphers
+            .get(&g)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "cipher cache"))
+    }
+
+    /// Decrypt block `i` from its stored `entry` and `page` into `out`
+    /// (BLOCK_SIZE bytes); returns the half of the entry that opened it.
+    pub(super) fn open_slot(
         &self,
         ino: InodeId,
         st: &mut OpenFile,
         i: u64,
-        slot: &[u8],
+        entry: &[u8],
+        page: &[u8],
         out: &mut [u8],
-    ) -> Result<()> {
-        let (g, sealed) = parse_slot(slot)?;
+    ) -> Result<usize> {
         let circle = st.access.row.id;
         let content = st.attrs.content;
-        let c = self.cipher(ino, st, g)?;
-        c.open_into(
-            &aad::block(circle, &content, g, BlockIndex(i)),
-            sealed,
-            out,
-            "content block",
-        )
-        .map_err(|e| {
-            log::error!("integrity failure in inode {ino} block {i}");
-            Error::from(e)
+        open_page(entry, page, out, |g| {
+            Ok((
+                self.cipher_arc(ino, st, g)?,
+                aad::block(circle, &content, g, BlockIndex(i)),
+            ))
         })
+        .inspect_err(|_| {
+            log::error!("integrity failure in inode {ino} block {i}");
+        })
+    }
+
+    /// Seal the plaintext `pages` of blocks `first..` in place under key
+    /// generation `g`. `entries` are the blocks' stored entries and
+    /// `current[k]` the half known to open block `k`'s stored page (it was
+    /// read), if any: each new header goes into the other half
+    /// (`format::block::target_half`).
+    // The file's identity and state, the run, what is stored of it and
+    // the key: each needed, none derivable from the others.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn seal_pages(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        first: u64,
+        mut pages: crate::store::blocks::SlotBuf,
+        entries: Vec<u8>,
+        current: &[Option<usize>],
+        g: KeyGen,
+    ) -> Result<Sealed> {
+        let circle = st.access.row.id;
+        let content = st.attrs.content;
+        let c = match self.cipher_arc(ino, st, g) {
+            Ok(c) => c,
+            Err(e) => {
+                pages.as_mut().fill(0);
+                return Err(e);
+            }
+        };
+        let n = pages.as_ref().len() / PAGE;
+        let mut before = entries;
+        before.resize(n * ENTRY, 0);
+        let mut after = before.clone();
+        let res = (|| {
+            let mut nonces = crate::crypto::aead::Nonces::fresh(n)?;
+            for (k, page) in pages.as_mut().chunks_exact_mut(PAGE).enumerate() {
+                let i = first + k as u64;
+                let e = &mut before[k * ENTRY..(k + 1) * ENTRY];
+                let t = target_half(e, current.get(k).copied().flatten());
+                let (nonce, tag) = c.seal_detached(
+                    &mut nonces,
+                    &aad::block(circle, &content, g, BlockIndex(i)),
+                    page,
+                )?;
+                let h = Half {
+                    keygen: g,
+                    nonce,
+                    tag,
+                };
+                h.put(&mut e[t * HALF..(t + 1) * HALF]);
+                let a = &mut after[k * ENTRY..(k + 1) * ENTRY];
+                a.fill(0);
+                h.put(&mut a[t * HALF..(t + 1) * HALF]);
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = res {
+            pages.as_mut().fill(0);
+            return Err(e);
+        }
+        Ok(Sealed {
+            pages,
+            before,
+            after,
+        })
+    }
+
+    /// Open stored block `i`, let `edit` change its plaintext, and store
+    /// it again sealed under generation `g`.
+    pub(super) fn rewrite_block(
+        &self,
+        ino: InodeId,
+        st: &mut OpenFile,
+        i: u64,
+        g: KeyGen,
+        edit: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        let run = self.read_slots(ino, st, i, 1)?;
+        let Some((entry, page)) = run.slot(0) else {
+            return err(ErrorKind::Integrity, "content block missing");
+        };
+        let mut pages = crate::store::blocks::SlotBuf::new(PAGE);
+        let h = match self.open_slot(ino, st, i, entry, page, pages.as_mut()) {
+            Ok(h) => h,
+            Err(e) => {
+                pages.as_mut().fill(0);
+                return Err(e);
+            }
+        };
+        edit(pages.as_mut());
+        let sealed = self.seal_pages(ino, st, i, pages, run.entries, &[Some(h)], g)?;
+        self.write_slots(ino, st, i, &sealed)
     }
 
     /// Read up to `size` bytes at `offset`.
@@ -798,21 +895,27 @@ impl Workspace {
         // the inode lock; the keys it needs are loaded, then both locks are
         // released and the run is decrypted: a file's next request reads
         // from disk while this one decrypts.
-        let mut raw = crate::store::blocks::SlotBuf::new(n * SLOT);
-        let have = self.read_slots(ino, &mut st, first, raw.as_mut())?;
+        let slots = self.read_slots(ino, &mut st, first, n)?;
         let mut written = Vec::with_capacity(n);
         let mut ciphers: Vec<(KeyGen, Arc<Cipher>)> = Vec::new();
         for k in 0..n {
             let i = first + k as u64;
             let w = st.attrs.extents.contains(i);
             written.push(w);
-            if w && (k + 1) * SLOT <= have {
-                let (g, _) = parse_slot(&raw.as_ref()[k * SLOT..(k + 1) * SLOT])?;
-                if !ciphers.iter().any(|(x, _)| *x == g) {
-                    self.cipher(ino, &mut st, g)?;
-                    if let Some((_, c)) = st.ciphers.get(&g) {
-                        ciphers.push((g, c.clone()));
-                    }
+            let Some((entry, _)) = slots.slot(k).filter(|_| w) else {
+                continue;
+            };
+            for h in halves(entry).into_iter().flatten() {
+                let g = h.keygen;
+                if ciphers.iter().any(|(x, _)| *x == g) {
+                    continue;
+                }
+                // A half naming a generation without a key (a stale
+                // header) opens nothing; the other half may.
+                match self.cipher_arc(ino, &mut st, g) {
+                    Ok(c) => ciphers.push((g, c)),
+                    Err(e) if e.kind == ErrorKind::Integrity => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -822,8 +925,7 @@ impl Workspace {
             content: st.attrs.content,
             written,
             ciphers,
-            raw,
-            have,
+            slots,
             first,
             offset,
             end,
@@ -911,72 +1013,58 @@ impl Workspace {
             && (st.pending.is_some()
                 || (self.write_behind.load(std::sync::atomic::Ordering::Relaxed)
                     && !self.mount_lock.others_present()));
-        // Existing content of partially covered edge blocks (two adjacent
-        // ones, as a 4 KiB write mostly has, in one read).
-        let mut need: Vec<u64> = Vec::with_capacity(2);
-        for i in [first, last] {
+        // The stored entries of the blocks written, and the stored pages
+        // that must be opened first: partially covered edge blocks that
+        // hold content, and any block holding content whose entry has both
+        // halves set (an interrupted write: which one is current is found
+        // out, so that the new header does not replace it). A block wholly
+        // covered is sealed without reading its page.
+        let entries = Self::read_entries_placed(&place, &st, first, n)?;
+        let mut current: Vec<Option<usize>> = vec![None; n];
+        let mut pages = crate::store::blocks::SlotBuf::new(n * PAGE);
+        let mut need: Vec<usize> = Vec::new();
+        for k in 0..n {
+            let i = first + k as u64;
+            if i >= old_blocks || !st.attrs.extents.contains(i) {
+                continue;
+            }
             let bstart = i * bs;
-            let covers_all = offset <= bstart && end >= bstart + bs;
-            if !(covers_all
-                || need.contains(&i)
-                || !st.attrs.extents.contains(i)
-                || i >= old_blocks)
-            {
-                need.push(i);
+            let partial = offset > bstart || end < bstart + bs;
+            if partial || both_set(&entries[k * ENTRY..(k + 1) * ENTRY]) {
+                need.push(k);
             }
         }
-        let runs: Vec<(u64, usize)> = match need[..] {
-            [a, b] if b == a + 1 => vec![(a, 2)],
-            _ => need.iter().map(|i| (*i, 1)).collect(),
-        };
-        let mut edge: HashMap<u64, Vec<u8>> = HashMap::new();
-        for (at, count) in runs {
-            let mut raw = vec![0u8; count * SLOT];
-            if Self::read_placed(&place, &st, at, &mut raw)? < raw.len() {
-                return err(ErrorKind::Integrity, "content block missing");
+        let mut k0 = 0;
+        while k0 < need.len() {
+            // Adjacent blocks in one read (a 4 KiB write at an unaligned
+            // offset has two).
+            let mut k1 = k0 + 1;
+            while k1 < need.len() && need[k1] == need[k1 - 1] + 1 {
+                k1 += 1;
             }
-            for (k, slot) in raw.chunks_exact(SLOT).enumerate() {
-                let i = at + k as u64;
-                let mut pt = vec![0u8; BLOCK_SIZE];
-                self.open_block(ino, &mut st, i, slot, &mut pt)?;
-                edge.insert(i, pt);
-            }
-        }
-        let circle = st.access.row.id;
-        let content = st.attrs.content;
-        // Page-aligned: a large run is written with O_DIRECT.
-        let mut slots = crate::store::blocks::SlotBuf::new(n * SLOT);
-        let out = slots.as_mut();
-        let mut pt = vec![0u8; BLOCK_SIZE];
-        {
-            let c = self.cipher(ino, &mut st, g)?;
-            let mut nonces = crate::crypto::aead::Nonces::fresh(n)?;
-            for k in 0..n {
-                let i = first + k as u64;
-                let bstart = i * bs;
-                match edge.get(&i) {
-                    Some(old) => pt.copy_from_slice(old),
-                    None => pt.fill(0),
+            let (at, count) = (need[k0], k1 - k0);
+            let run = Self::read_placed(&place, &st, first + at as u64, count)?;
+            for j in 0..count {
+                let k = at + j;
+                let Some((entry, page)) = run.slot(j) else {
+                    pages.as_mut().fill(0);
+                    return err(ErrorKind::Integrity, "content block missing");
+                };
+                let out = &mut pages.as_mut()[k * PAGE..(k + 1) * PAGE];
+                match self.open_slot(ino, &mut st, first + k as u64, entry, page, out) {
+                    Ok(h) => current[k] = Some(h),
+                    Err(e) => {
+                        pages.as_mut().fill(0);
+                        return Err(e);
+                    }
                 }
-                let lo = offset.max(bstart);
-                let hi = end.min(bstart + bs);
-                pt[(lo - bstart) as usize..(hi - bstart) as usize]
-                    .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
-                let slot = &mut out[k * SLOT..(k + 1) * SLOT];
-                put_header(slot, g);
-                c.seal_into_from(
-                    &mut nonces,
-                    &aad::block(circle, &content, g, BlockIndex(i)),
-                    &pt,
-                    &mut slot[HEADER..],
-                )?;
             }
+            k0 = k1;
         }
-        pt.fill(0);
-        for v in edge.values_mut() {
-            v.fill(0);
-        }
-        let inline_row = self.stage_slots(ino, &mut st, place, first, slots.as_ref())?;
+        let at = (offset - first * bs) as usize;
+        pages.as_mut()[at..at + data.len()].copy_from_slice(data);
+        let sealed = self.seal_pages(ino, &mut st, first, pages, entries, &current, g)?;
+        let inline_row = self.stage_slots(ino, &mut st, place, first, &sealed)?;
         let now = Time::now();
         st.attrs.extents.add(first, last + 1);
         st.attrs.size = st.attrs.size.max(end);
@@ -1056,32 +1144,12 @@ impl Workspace {
             let nb = blocks_for(size);
             let tail = (size % BLOCK_SIZE as u64) as usize;
             let keep_partial = tail != 0 && st.attrs.extents.contains(nb - 1);
-            let mut pt = vec![0u8; BLOCK_SIZE];
             if keep_partial {
-                let mut slot = vec![0u8; SLOT];
-                if self.read_slots(ino, &mut st, nb - 1, &mut slot)? < SLOT {
-                    return err(ErrorKind::Integrity, "content block missing");
-                }
-                self.open_block(ino, &mut st, nb - 1, &slot, &mut pt)?;
-                pt[tail..].fill(0);
+                let g = self.ensure_write_key(ino, &mut st)?;
+                self.rewrite_block(ino, &mut st, nb - 1, g, |pt| pt[tail..].fill(0))?;
             }
             st.attrs.extents.truncate(nb);
             cut = Some(nb);
-            if keep_partial {
-                let g = self.ensure_write_key(ino, &mut st)?;
-                let circle = st.access.row.id;
-                let content = st.attrs.content;
-                let mut slot = vec![0u8; SLOT];
-                put_header(&mut slot, g);
-                let c = self.cipher(ino, &mut st, g)?;
-                c.seal_into(
-                    &aad::block(circle, &content, g, BlockIndex(nb - 1)),
-                    &pt,
-                    &mut slot[HEADER..],
-                )?;
-                pt.fill(0);
-                self.write_slots(ino, &mut st, nb - 1, &slot)?;
-            }
         }
         let now = Time::now();
         st.attrs.size = size;
@@ -1142,7 +1210,7 @@ fn without_privs(mode: u32) -> u32 {
     m
 }
 
-const _: () = assert!(SLOT == HEADER + OVERHEAD + BLOCK_SIZE);
+const _: () = assert!(BLOCK_SIZE == PAGE);
 
 /// How a pass of [`Workspace::read`] reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1164,10 +1232,9 @@ struct Run {
     content: crate::ids::ContentId,
     /// Per block of the run: inside the record's extents (else a hole).
     written: Vec<bool>,
-    /// The ciphers of the key generations the run's slots name.
+    /// The ciphers of the key generations the run's entries name.
     ciphers: Vec<(KeyGen, Arc<Cipher>)>,
-    raw: crate::store::blocks::SlotBuf,
-    have: usize,
+    slots: slots::SlotRun,
     first: u64,
     offset: u64,
     end: u64,
@@ -1192,7 +1259,7 @@ impl Run {
                     dst.fill(0);
                     continue;
                 }
-                if (k + 1) * SLOT > self.have {
+                let Some((entry, page)) = self.slots.slot(k) else {
                     if !self.quiet {
                         log::error!(
                             "inode {} block {i} is missing (truncated block file)",
@@ -1200,27 +1267,31 @@ impl Run {
                         );
                     }
                     return err(ErrorKind::Integrity, "content block missing");
-                }
-                let (g, sealed) = parse_slot(&self.raw.as_ref()[k * SLOT..(k + 1) * SLOT])?;
-                let (_, c) = self.ciphers.iter().find(|(x, _)| *x == g).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Integrity,
-                        format!("no file key for generation {g}"),
-                    )
-                })?;
-                c.open_into(
-                    &aad::block(self.circle, &self.content, g, BlockIndex(i)),
-                    sealed,
-                    &mut pt,
-                    "content block",
-                )
-                .map_err(|e| {
+                };
+                // A whole block is opened straight into the reply.
+                let whole = dst.len() == BLOCK_SIZE;
+                let into: &mut [u8] = if whole { dst } else { &mut pt };
+                open_page(entry, page, into, |g| {
+                    let (_, c) = self.ciphers.iter().find(|(x, _)| *x == g).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Integrity,
+                            format!("no file key for generation {g}"),
+                        )
+                    })?;
+                    Ok((
+                        c.clone(),
+                        aad::block(self.circle, &self.content, g, BlockIndex(i)),
+                    ))
+                })
+                .inspect_err(|_| {
                     if !self.quiet {
                         log::error!("integrity failure in inode {} block {i}", self.ino);
                     }
-                    Error::from(e)
                 })?;
-                dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);
+                if !whole {
+                    let dst = &mut out[(lo - out_at) as usize..(hi - out_at) as usize];
+                    dst.copy_from_slice(&pt[(lo - bstart) as usize..(hi - bstart) as usize]);
+                }
             }
             Ok(())
         })();

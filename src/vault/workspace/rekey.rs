@@ -6,10 +6,9 @@
 
 use crate::crypto::Key32;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::aad;
 use crate::format::attrs::Kind;
-use crate::format::block::{BLOCK_SIZE, HEADER, SLOT, blocks_for, put_header};
-use crate::ids::{BlockIndex, CircleId, InodeId, KeyGen};
+use crate::format::block::blocks_for;
+use crate::ids::{CircleId, InodeId, KeyGen};
 
 use super::content::OpenFile;
 use super::{Workspace, lock};
@@ -116,31 +115,15 @@ impl Workspace {
         let _guard = self.cross_lock(ino, st)?;
         self.revalidate(ino, st, super::Op::ReadFiles, true)?;
         let g = self.new_generation(ino, st)?;
-        let circle = st.access().row.id;
-        let content = st.attrs().content;
         let nb = blocks_for(st.attrs().size);
-        let mut pt = vec![0u8; BLOCK_SIZE];
-        let mut slot = vec![0u8; SLOT];
         let mut n = 0;
         for i in 0..nb {
             if !st.attrs().extents.contains(i) {
                 continue;
             }
-            if self.read_slots(ino, st, i, &mut slot)? < SLOT {
-                return Err(Error::new(ErrorKind::Integrity, "content block missing"));
-            }
-            self.open_block(ino, st, i, &slot, &mut pt)?;
-            let mut out = vec![0u8; SLOT];
-            put_header(&mut out, g);
-            self.cipher(ino, st, g)?.seal_into(
-                &aad::block(circle, &content, g, BlockIndex(i)),
-                &pt,
-                &mut out[HEADER..],
-            )?;
-            self.write_slots(ino, st, i, &out)?;
+            self.rewrite_block(ino, st, i, g, |_| {})?;
             n += 1;
         }
-        pt.fill(0);
         Self::sync_slots(st)?;
         self.persist(ino, st)?;
         self.vault
