@@ -57,8 +57,10 @@ sqlite3 "$S/circlefs.db" 'SELECT name, given_name FROM accounts'
 echo "\$ sqlite3 $S/circlefs.db 'SELECT hex(name_ct) FROM dirents LIMIT 3'   # file names are sealed"
 sqlite3 "$S/circlefs.db" 'SELECT substr(hex(name_ct),1,64) FROM dirents LIMIT 3'
 blk=$(ls -S "$S"/blocks/*/* | tail -1)
-echo "\$ xxd $blk | head -4   # a content block: keygen, nonce, ciphertext"
+echo "\$ xxd -l 64 $blk   # block 0's entry: half 0 = keygen, nonce, tag; half 1 empty"
 xxd -l 64 "$blk"
+echo "\$ xxd -s 16384 -l 64 $blk   # block 0's page (after the 4 header pages): ciphertext"
+xxd -s 16384 -l 64 "$blk"
 for m in "SECRET-DEMO-CONTENT" "plan.txt" "Team Docs" "reports" "alice-demo-passphrase"; do
   if grep -rqa -- "$m" "$S"; then echo "FOUND plaintext '$m' in the store"; exit 1; else echo "not in the store: '$m'"; fi
 done
