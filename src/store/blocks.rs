@@ -324,7 +324,7 @@ impl BlockFile {
     /// blocks `first..first + n`, and of the group after them (where a
     /// sequential reader goes next), without waiting: a large read then
     /// reads its pages while the entries come in, instead of after them.
-    pub fn prefetch_entries(&self, first: BlockIndex, n: usize) {
+    fn prefetch_entries(&self, first: BlockIndex, n: usize) {
         let g0 = first.0 / GROUP;
         let g1 = first.0.saturating_add(n as u64) / GROUP + 1;
         for g in g0..=g1 {
@@ -340,9 +340,130 @@ impl BlockFile {
         }
     }
 
-    /// See [`read_pages`].
-    pub fn read_pages(&self, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
-        read_pages(&self.pages, first, buf)
+    /// Read blocks `first..`: their entries into `entries` (ENTRY bytes
+    /// each, zeros for what the file does not hold) and their pages into
+    /// `pages` (PAGE bytes each); returns how many whole pages the file
+    /// holds from `first` on.
+    ///
+    /// A run of at least [`DIRECT_READ_MIN`] bytes into a page-aligned
+    /// buffer is one `O_DIRECT` `preadv` from its first page on: the run's
+    /// pages and, for each group it enters at the group's start, that
+    /// group's header pages, which lie between the pages of the group
+    /// before and its own (the entries of a run starting inside a group
+    /// are read buffered, the kernel asked for them first). A sequential
+    /// read then costs one request per megabyte, as when headers were
+    /// inside the pages. Otherwise entries and pages are read apart.
+    pub fn read_run(
+        &self,
+        first: BlockIndex,
+        entries: &mut [u8],
+        pages: &mut [u8],
+    ) -> Result<usize, StoreError> {
+        let n = pages.len() / PAGE;
+        if entries.len() != n * ENTRY {
+            return Err(StoreError::Corrupt("entries do not match the pages".into()));
+        }
+        if pages.len() >= DIRECT_READ_MIN && (pages.as_ptr() as usize).is_multiple_of(PAGE) {
+            let inside = !first.0.is_multiple_of(GROUP);
+            let c0 = segments(first, n).next().map_or(0, |(_, c)| c);
+            if inside {
+                self.prefetch_entries(first, c0);
+            }
+            if let Some(have) = self.read_run_direct(first, entries, pages)? {
+                if inside {
+                    read_entries(&self.entries, first, &mut entries[..c0 * ENTRY])?;
+                }
+                return Ok(have);
+            }
+        }
+        read_entries(&self.entries, first, entries)?;
+        read_pages(&self.pages, first, pages)
+    }
+
+    /// The `O_DIRECT` read of [`BlockFile::read_run`]; None if refused.
+    /// Entries of groups entered at their start are filled in (zeros past
+    /// the end of the file); the others are left to the caller.
+    fn read_run_direct(
+        &self,
+        first: BlockIndex,
+        entries: &mut [u8],
+        pages: &mut [u8],
+    ) -> Result<Option<usize>, StoreError> {
+        use std::io::IoSliceMut;
+        let n = pages.len() / PAGE;
+        let segs: Vec<(usize, usize)> = segments(first, n).collect();
+        let head_len = HEAD_PAGES as usize * PAGE;
+        let starts = |k: usize| first.0.saturating_add(k as u64).is_multiple_of(GROUP);
+        let mut heads: Vec<SlotBuf> = segs
+            .iter()
+            .filter(|(k, _)| starts(*k))
+            .map(|_| SlotBuf::new(head_len))
+            .collect();
+        let at = if starts(0) {
+            entry_offset(first.0)
+        } else {
+            page_offset(first.0)
+        };
+        let at = i64::try_from(offset(at)?)
+            .map_err(|_| StoreError::Corrupt("block offset overflow".into()))?;
+        // The buffers in file order: [header pages] pages, per group.
+        let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(2 * segs.len());
+        // What each buffer is: (segment, true) for its header pages,
+        // (segment, false) for its pages.
+        let mut what: Vec<(usize, bool)> = Vec::with_capacity(2 * segs.len());
+        let mut rest: &mut [u8] = pages;
+        let mut hs = heads.iter_mut();
+        for (idx, (k, c)) in segs.iter().enumerate() {
+            if starts(*k)
+                && let Some(h) = hs.next()
+            {
+                iov.push(IoSliceMut::new(h.as_mut()));
+                what.push((idx, true));
+            }
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(c * PAGE);
+            rest = tail;
+            iov.push(IoSliceMut::new(mine));
+            what.push((idx, false));
+        }
+        let got = with_direct(&self.pages, || {
+            loop {
+                match nix::sys::uio::preadv(&self.pages, &mut iov, at) {
+                    Ok(g) => return Ok(g),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(std::io::Error::from(e)),
+                }
+            }
+        })?;
+        drop(iov);
+        let Some(mut left) = got else {
+            return Ok(None);
+        };
+        // Walk the buffers in file order: whole pages up to what was read.
+        let mut have = 0usize;
+        let mut short = false;
+        let mut hi = 0usize;
+        for (idx, head) in what {
+            let (k, c) = segs[idx];
+            if head {
+                let take = left.min(head_len);
+                left -= take;
+                let dst = &mut entries[k * ENTRY..(k + c) * ENTRY];
+                let n = (c * ENTRY).min(take);
+                if let Some(h) = heads.get(hi) {
+                    dst[..n].copy_from_slice(&h.as_ref()[..n]);
+                }
+                dst[n..].fill(0);
+                hi += 1;
+            } else {
+                let take = left.min(c * PAGE);
+                left -= take;
+                if !short {
+                    have += take / PAGE;
+                    short = take < c * PAGE;
+                }
+            }
+        }
+        Ok(Some(have))
     }
 
     /// See [`write_run`].
@@ -683,6 +804,12 @@ mod tests {
             .unwrap()
     }
 
+    /// Pages of blocks `first..` through [`BlockFile::read_run`].
+    fn pages_of(b: &BlockFile, first: BlockIndex, buf: &mut [u8]) -> usize {
+        let mut e = vec![0u8; buf.len() / PAGE * ENTRY];
+        b.read_run(first, &mut e, buf).unwrap()
+    }
+
     /// A new empty block file `b` in `dir`.
     fn scratch_blocks(dir: &std::path::Path) -> BlockFile {
         scratch(dir);
@@ -739,7 +866,7 @@ mod tests {
         // Cached and clean: a buffered read takes nothing from storage.
         let mut plain = vec![0u8; n * PAGE];
         let before = storage_reads();
-        assert_eq!(b.read_pages(BlockIndex(0), &mut plain).unwrap(), n);
+        assert_eq!(pages_of(&b, BlockIndex(0), &mut plain), n);
         assert_eq!(
             storage_reads(),
             before,
@@ -753,7 +880,7 @@ mod tests {
         let mut buf = SlotBuf::new((n + 1) * PAGE);
         let before = storage_reads();
         assert_eq!(
-            b.read_pages(BlockIndex(0), buf.as_mut()).unwrap(),
+            pages_of(&b, BlockIndex(0), buf.as_mut()),
             n,
             "short at the end of the file"
         );
@@ -768,7 +895,7 @@ mod tests {
         // A short run stays buffered.
         let mut small = SlotBuf::new(2 * PAGE);
         let before = storage_reads();
-        assert_eq!(b.read_pages(BlockIndex(1), small.as_mut()).unwrap(), 2);
+        assert_eq!(pages_of(&b, BlockIndex(1), small.as_mut()), 2);
         assert_eq!(storage_reads(), before);
         let mut ents = vec![0u8; (n + 1) * ENTRY];
         b.read_entries(BlockIndex(0), &mut ents).unwrap();
@@ -807,7 +934,7 @@ mod tests {
             file_len(2 * n as u64).unwrap()
         );
         let mut back = vec![0u8; (2 * n + 1) * PAGE];
-        assert_eq!(b.read_pages(BlockIndex(0), &mut back).unwrap(), 2 * n);
+        assert_eq!(pages_of(&b, BlockIndex(0), &mut back), 2 * n);
         assert_eq!(&back[..PAGE], &aligned.as_ref()[..PAGE]);
         assert_eq!(&back[PAGE..n * PAGE], &aligned.as_ref()[..(n - 1) * PAGE]);
         assert_eq!(&back[n * PAGE..2 * n * PAGE], &unaligned[1..]);
@@ -821,10 +948,58 @@ mod tests {
             file_len(GROUP + 1).unwrap()
         );
         assert_eq!(
-            b.read_pages(BlockIndex(GROUP - 4), &mut back[..10 * PAGE])
-                .unwrap(),
+            pages_of(&b, BlockIndex(GROUP - 4), &mut back[..10 * PAGE]),
             5
         );
+    }
+
+    /// Large reads come in one `O_DIRECT` request with the header pages
+    /// of the groups they enter at the start, and see entries and pages
+    /// written buffered; a read starting inside a group gets its first
+    /// entries apart; a short file ends the count.
+    #[test]
+    fn large_reads_take_header_pages_with_the_pages() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let b = scratch_blocks(dir.path());
+        let n = 2 * GROUP as usize + 10;
+        let data: Vec<u8> = (0..n * PAGE).map(|i| (i % 247) as u8).collect();
+        let ents: Vec<u8> = (0..n * ENTRY).map(|i| (i % 239) as u8 | 1).collect();
+        // Written in small runs: buffered, header pages dirty in the cache.
+        for k in (0..n).step_by(8) {
+            let c = 8.min(n - k);
+            let e = &ents[k * ENTRY..(k + c) * ENTRY];
+            b.write_run(BlockIndex(k as u64), e, &data[k * PAGE..(k + c) * PAGE], e)
+                .unwrap();
+        }
+        for first in [0usize, GROUP as usize, 5, GROUP as usize - 3] {
+            let m = n - first + 4;
+            let mut pages = SlotBuf::new(m * PAGE);
+            let mut e = vec![0xeeu8; m * ENTRY];
+            let before = storage_reads();
+            let have = b
+                .read_run(BlockIndex(first as u64), &mut e, pages.as_mut())
+                .unwrap();
+            assert_eq!(have, n - first, "from {first}: short at the end");
+            assert!(
+                storage_reads() > before,
+                "from {first}: past the page cache"
+            );
+            assert_eq!(
+                &pages.as_ref()[..(n - first) * PAGE],
+                &data[first * PAGE..],
+                "pages from {first}"
+            );
+            assert_eq!(
+                &e[..(n - first) * ENTRY],
+                &ents[first * ENTRY..],
+                "entries from {first}"
+            );
+            assert!(
+                e[(n - first) * ENTRY..].iter().all(|x| *x == 0),
+                "entries past the end read as empty"
+            );
+            assert!(!is_direct(&b.pages), "the description is left buffered");
+        }
     }
 
     #[test]

@@ -124,18 +124,7 @@ impl Workspace {
         let mut entries = vec![0u8; n * ENTRY];
         let have = match place {
             Place::File => match &st.file {
-                Some(f) if n * PAGE >= crate::store::blocks::DIRECT_READ_MIN => {
-                    // A large read: the pages (read past the page cache)
-                    // while the entries come in.
-                    f.prefetch_entries(BlockIndex(first), n);
-                    let have = f.read_pages(BlockIndex(first), pages.as_mut())?;
-                    f.read_entries(BlockIndex(first), &mut entries)?;
-                    have
-                }
-                Some(f) => {
-                    f.read_entries(BlockIndex(first), &mut entries)?;
-                    f.read_pages(BlockIndex(first), pages.as_mut())?
-                }
+                Some(f) => f.read_run(BlockIndex(first), &mut entries, pages.as_mut())?,
                 None => 0,
             },
             Place::Inline(b) => {
