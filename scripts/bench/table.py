@@ -160,7 +160,7 @@ def peers(out):
         lines.append("")
         lines.append("End-to-end sequential read/write throughput as a fraction of the "
                      "single-core crypto ceiling (criterion `block` benchmark: one "
-                     "4064-byte block sealed/opened on one core):")
+                     "4096-byte block sealed/opened on one core):")
         lines.append("")
         for metric, key, what in (("seq_write", "block_encrypt", "encrypt"),
                                   ("seq_read", "block_decrypt", "decrypt")):
