@@ -320,23 +320,20 @@ impl BlockFile {
         read_entries(&self.entries, first, out)
     }
 
-    /// Ask the kernel to start reading the header pages of the groups of
-    /// blocks `first..first + n`, and of the group after them (where a
-    /// sequential reader goes next), without waiting: a large read then
-    /// reads its pages while the entries come in, instead of after them.
-    fn prefetch_entries(&self, first: BlockIndex, n: usize) {
-        let g0 = first.0 / GROUP;
-        let g1 = first.0.saturating_add(n as u64) / GROUP + 1;
-        for g in g0..=g1 {
-            if let Some(off) = g.checked_mul(GROUP).and_then(entry_offset) {
-                // Advice only: a refusal changes nothing but the timing.
-                let _ = nix::fcntl::posix_fadvise(
-                    &self.entries,
-                    off as i64,
-                    (HEAD_PAGES as usize * PAGE) as i64,
-                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-                );
-            }
+    /// Ask the kernel to start reading the header pages of `first`'s
+    /// group without waiting: a large read starting inside a group then
+    /// reads its pages while that group's entries come in, instead of
+    /// after them (the header pages of the groups it enters at their
+    /// start come with its pages).
+    fn prefetch_entries(&self, first: BlockIndex) {
+        if let Some(off) = (first.0 / GROUP).checked_mul(GROUP).and_then(entry_offset) {
+            // Advice only: a refusal changes nothing but the timing.
+            let _ = nix::fcntl::posix_fadvise(
+                &self.entries,
+                off as i64,
+                (HEAD_PAGES as usize * PAGE) as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
         }
     }
 
@@ -367,7 +364,7 @@ impl BlockFile {
             let inside = !first.0.is_multiple_of(GROUP);
             let c0 = segments(first, n).next().map_or(0, |(_, c)| c);
             if inside {
-                self.prefetch_entries(first, c0);
+                self.prefetch_entries(first);
             }
             if let Some(have) = self.read_run_direct(first, entries, pages)? {
                 if inside {
@@ -376,6 +373,7 @@ impl BlockFile {
                 return Ok(have);
             }
         }
+        // Small, unaligned, or `O_DIRECT` refused: buffered.
         read_entries(&self.entries, first, entries)?;
         read_pages(&self.pages, first, pages)
     }
@@ -406,24 +404,20 @@ impl BlockFile {
         };
         let at = i64::try_from(offset(at)?)
             .map_err(|_| StoreError::Corrupt("block offset overflow".into()))?;
-        // The buffers in file order: [header pages] pages, per group.
+        // The buffers in file order: per segment, the header pages of a
+        // group entered at its start, then the segment's pages.
         let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(2 * segs.len());
-        // What each buffer is: (segment, true) for its header pages,
-        // (segment, false) for its pages.
-        let mut what: Vec<(usize, bool)> = Vec::with_capacity(2 * segs.len());
         let mut rest: &mut [u8] = pages;
         let mut hs = heads.iter_mut();
-        for (idx, (k, c)) in segs.iter().enumerate() {
+        for (k, c) in &segs {
             if starts(*k)
                 && let Some(h) = hs.next()
             {
                 iov.push(IoSliceMut::new(h.as_mut()));
-                what.push((idx, true));
             }
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(c * PAGE);
             rest = tail;
             iov.push(IoSliceMut::new(mine));
-            what.push((idx, false));
         }
         let got = with_direct(&self.pages, || {
             loop {
@@ -438,29 +432,27 @@ impl BlockFile {
         let Some(mut left) = got else {
             return Ok(None);
         };
-        // Walk the buffers in file order: whole pages up to what was read.
+        // The same buffers again, in the same order: whole pages up to
+        // what was read, and the entries of the header pages read.
         let mut have = 0usize;
         let mut short = false;
-        let mut hi = 0usize;
-        for (idx, head) in what {
-            let (k, c) = segs[idx];
-            if head {
+        let mut hs = heads.iter();
+        for (k, c) in segs {
+            if starts(k)
+                && let Some(h) = hs.next()
+            {
                 let take = left.min(head_len);
                 left -= take;
                 let dst = &mut entries[k * ENTRY..(k + c) * ENTRY];
                 let n = (c * ENTRY).min(take);
-                if let Some(h) = heads.get(hi) {
-                    dst[..n].copy_from_slice(&h.as_ref()[..n]);
-                }
+                dst[..n].copy_from_slice(&h.as_ref()[..n]);
                 dst[n..].fill(0);
-                hi += 1;
-            } else {
-                let take = left.min(c * PAGE);
-                left -= take;
-                if !short {
-                    have += take / PAGE;
-                    short = take < c * PAGE;
-                }
+            }
+            let take = left.min(c * PAGE);
+            left -= take;
+            if !short {
+                have += take / PAGE;
+                short = take < c * PAGE;
             }
         }
         Ok(Some(have))
@@ -526,36 +518,12 @@ fn read_entries(f: &File, first: BlockIndex, out: &mut [u8]) -> Result<(), Store
     Ok(())
 }
 
-/// Read the data pages of blocks `first..` into `buf` (PAGE bytes each):
-/// returns how many whole pages the file holds from `first` on (a missing
-/// or cut page ends the count).
-///
-/// A run of at least [`DIRECT_READ_MIN`] bytes into a page-aligned buffer
-/// (a [`SlotBuf`]) is read with `O_DIRECT`: a sequential read then copies
-/// no ciphertext through fresh page-cache pages (the kernel caches the
-/// plaintext for the mount), which was half of the daemon's CPU time
-/// during a cold sequential read. The kernel writes dirty cached pages of
-/// the range back first, so buffered writes are seen.
+/// Read the data pages of blocks `first..` into `buf` (PAGE bytes each),
+/// buffered (large runs are read with `O_DIRECT` by
+/// [`BlockFile::read_run`]): returns how many whole pages the file holds
+/// from `first` on (a missing or cut page ends the count).
 fn read_pages(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
     let n = buf.len() / PAGE;
-    let read = |buf: &mut [u8]| -> std::io::Result<Result<usize, StoreError>> {
-        for (k, c) in segments(first, n) {
-            let Ok(off) = offset(page_offset(first.0.saturating_add(k as u64))) else {
-                return Ok(Ok(k));
-            };
-            let got = read_full(f, off, &mut buf[k * PAGE..(k + c) * PAGE])?;
-            if got < c * PAGE {
-                return Ok(Ok(k + got / PAGE));
-            }
-        }
-        Ok(Ok(n))
-    };
-    if buf.len() >= DIRECT_READ_MIN
-        && (buf.as_ptr() as usize).is_multiple_of(PAGE)
-        && let Some(r) = with_direct(f, || read(buf))?
-    {
-        return r;
-    }
     if n == 1 && !(first.0 + 1).is_multiple_of(GROUP) {
         // A single page (a random read) is read with the page after it
         // in one request: a cold random read of a file then costs the
@@ -570,7 +538,16 @@ fn read_pages(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, Stor
         buf[..one].copy_from_slice(&two[..one]);
         return Ok(one / PAGE);
     }
-    read(buf)?
+    for (k, c) in segments(first, n) {
+        let Ok(off) = offset(page_offset(first.0.saturating_add(k as u64))) else {
+            return Ok(k);
+        };
+        let got = read_full(f, off, &mut buf[k * PAGE..(k + c) * PAGE])?;
+        if got < c * PAGE {
+            return Ok(k + got / PAGE);
+        }
+    }
+    Ok(n)
 }
 
 /// Read into `buf` at `off` until it is full or the file ends; the bytes
@@ -588,7 +565,7 @@ fn read_full(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(done)
 }
 
-/// Runs of pages read with `O_DIRECT` (see [`read_pages`]): 16 pages,
+/// Runs of pages read with `O_DIRECT` (see [`BlockFile::read_run`]): 16 pages,
 /// less than the kernel's smallest readahead request (128 KiB is 32
 /// pages), more than a random 4 KiB read (one or two).
 pub const DIRECT_READ_MIN: usize = 16 * PAGE;
