@@ -256,21 +256,28 @@ fn sample_attrs() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Run `target` on `n` mutations of `seeds` (xorshift from `seed`); how
+/// many it accepted. A panic fails with the input.
+fn accepted(seeds: &[Vec<u8>], seed: u64, n: usize, target: fn(&[u8]) -> bool) -> usize {
+    let mut rng = Rng(seed);
+    let mut ok = 0usize;
+    for i in 0..n {
+        let base = &seeds[rng.below(seeds.len())];
+        let input = mutate(&mut rng, base, seeds);
+        ok += std::panic::catch_unwind(|| target(&input))
+            .unwrap_or_else(|_| panic!("iteration {i}: panic on input {input:02x?}"))
+            as usize;
+    }
+    ok
+}
+
 #[test]
 fn attrs_target_smoke() {
     let seeds = sample_attrs();
     for s in &seeds {
         assert!(harness::attrs(s), "seed does not decode");
     }
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-    let mut decoded = 0usize;
-    for i in 0..ITERATIONS {
-        let base = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, base, &seeds);
-        let ok = std::panic::catch_unwind(|| harness::attrs(&input))
-            .unwrap_or_else(|_| panic!("iteration {i}: panic on input {input:02x?}"));
-        decoded += ok as usize;
-    }
+    let decoded = accepted(&seeds, 0xD1B5_4A32_D192_ED03, ITERATIONS, harness::attrs);
     // Most mutations must be refused, some (e.g. flipped mode bits) still decode.
     assert!(
         decoded > ITERATIONS / 100 && decoded < ITERATIONS / 2,
@@ -292,16 +299,8 @@ fn block_target_smoke() {
     for s in &seeds {
         assert!(harness::block(s), "seed does not open");
     }
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let mut opened = 0usize;
     let n = 5_000;
-    for i in 0..n {
-        let base = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, base, &seeds);
-        let ok = std::panic::catch_unwind(|| harness::block(&input))
-            .unwrap_or_else(|_| panic!("iteration {i}: panic on input {input:02x?}"));
-        opened += ok as usize;
-    }
+    let opened = accepted(&seeds, 0x2545_F491_4F6C_DD1D, n, harness::block);
     // Most mutations are refused; those of bytes nothing authenticates
     // (an empty half, a remnant half) still open, to the same content.
     // Each flip lands in the 32 unauthenticated bytes about 1 % of the time.
