@@ -48,6 +48,7 @@ stage "cargo clippy -D warnings" cargo clippy --all-targets --all-features --qui
 stage "layering rule" layering
 stage "build release" build_release
 stage "cargo test (unit, vault, CLI, real mounts)" cargo test --all-features
+stage "cargo test -p fuser (vendored fuser: io_uring, idle hand-off)" cargo test -p fuser --lib --quiet
 fuzz() {
   # cargo-fuzz without a sanitizer (stable toolchain): libFuzzer with coverage.
   mkdir -p fuzz/corpus/control fuzz/corpus/attrs fuzz/corpus/block

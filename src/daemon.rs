@@ -44,6 +44,9 @@ pub struct MountOptions {
     /// Threads per CPU serving FUSE over io_uring when the kernel offers
     /// it (0: the FUSE device only).
     pub uring_threads: usize,
+    /// Ring threads wait at `SCHED_IDLE` while nothing competes for their
+    /// CPU (vendor/fuser/src/handoff.rs); off with `-o nohandoff`.
+    pub idle_handoff: bool,
 }
 
 /// Threads per CPU serving FUSE over io_uring by default (and with
@@ -96,6 +99,7 @@ impl MountOptions {
             threads: default_threads(),
             readahead_kb: READAHEAD_KB,
             uring_threads: URING_THREADS,
+            idle_handoff: true,
             ..Default::default()
         };
         for item in list.iter().flat_map(|s| s.split(',')) {
@@ -107,6 +111,8 @@ impl MountOptions {
                 "nobatch" => o.no_batch = true,
                 "nowritebehind" => o.no_write_behind = true,
                 "nouring" => o.uring_threads = 0,
+                "handoff" => o.idle_handoff = true,
+                "nohandoff" => o.idle_handoff = false,
                 "uring" => o.uring_threads = URING_THREADS,
                 x if x.starts_with("uring=") => o.uring_threads = number(x, 0..=16)?,
                 x if x.starts_with("opstats=") && x.len() > 8 => {
@@ -121,7 +127,7 @@ impl MountOptions {
                     return err(
                         ErrorKind::BadRequest,
                         format!(
-                            "unknown mount option {x} (ro, rw, allow_other, threads=N, uring, uring=N, nouring, readahead=KIB, nobatch, nowritebehind, opstats=FILE)"
+                            "unknown mount option {x} (ro, rw, allow_other, threads=N, uring, uring=N, nouring, handoff, nohandoff, readahead=KIB, nobatch, nowritebehind, opstats=FILE)"
                         ),
                     );
                 }
@@ -220,6 +226,7 @@ pub fn serve(
     };
     config.n_threads = Some(opts.threads.max(1));
     config.uring_threads_per_queue = opts.uring_threads;
+    config.uring_idle_handoff = opts.idle_handoff;
     let mut fsession = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("mount failed: {e}")))?;
     let _ = notifier.set(fsession.notifier());
@@ -370,5 +377,10 @@ mod tests {
         assert_eq!(ur("uring=0").unwrap(), 0);
         assert!(ur("uring=17").is_err());
         assert!(ur("uring=").is_err());
+        let ho = |x: &str| MountOptions::parse(&[x.into()]).map(|o| o.idle_handoff);
+        assert!(ho("rw").unwrap(), "the idle hand-off is on unless told");
+        assert!(!ho("nohandoff").unwrap());
+        assert!(ho("nohandoff,handoff").unwrap());
+        assert!(ho("handoff=1").is_err());
     }
 }

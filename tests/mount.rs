@@ -776,6 +776,81 @@ fn uring_queues_serve_every_cpu_when_the_kernel_offers_them() {
     }
 }
 
+/// Scheduling policy of each ring thread (`fuser-ring-*`), from field 41
+/// of `/proc/PID/task/TID/stat`.
+fn ring_policies(m: &Mount) -> Vec<i32> {
+    let pid = m.daemon_pid().expect("daemon pid");
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.unwrap().path();
+            let comm = fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("fuser-ring-") {
+                return None;
+            }
+            let stat = fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the parenthesised name start at field 3.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().nth(41 - 3)?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn ring_threads_wait_at_sched_idle_unless_told_not_to() {
+    if !fuse_available() || !uring_enabled() {
+        eprintln!("no FUSE over io_uring here: nothing to test");
+        return;
+    }
+    // The hand-off needs CAP_SYS_NICE (bit 23 of CapEff) to leave
+    // SCHED_IDLE; the daemon is started by this process and keeps its
+    // capabilities.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let sys_nice = cap_eff & (1 << 23) != 0;
+    let (_t, m) = setup_with("c", &["nohandoff"]);
+    let want = 2 * possible_cpus();
+    assert_eq!(threads_named(&m, "fuser-ring-", want), want);
+    for i in 0..200 {
+        fs::write(m.path(&format!("c/f{i}")), b"x").unwrap();
+    }
+    let p = ring_policies(&m);
+    assert_eq!(p.len(), want);
+    assert!(p.iter().all(|&x| x == libc::SCHED_OTHER), "{p:?}");
+    drop(m);
+    // The default: a thread that served a small request waits at
+    // SCHED_IDLE, unless a hold is on (other tests competing for the
+    // CPUs): retried for up to 30 s.
+    let (_t, m) = setup("c");
+    assert_eq!(threads_named(&m, "fuser-ring-", want), want);
+    let mut seen = false;
+    for i in 0..600 {
+        fs::write(m.path(&format!("c/f{}", i % 50)), b"x").unwrap();
+        let p = ring_policies(&m);
+        assert!(
+            p.iter()
+                .all(|&x| x == libc::SCHED_OTHER || x == libc::SCHED_IDLE),
+            "{p:?}"
+        );
+        if p.contains(&libc::SCHED_IDLE) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        seen, sys_nice,
+        "a ring thread at SCHED_IDLE exactly with CAP_SYS_NICE"
+    );
+    // Served as ever.
+    fs::write(m.path("c/last"), b"answered").unwrap();
+    assert_eq!(fs::read(m.path("c/last")).unwrap(), b"answered");
+}
+
 #[test]
 fn crash_loses_nothing_fsynced() {
     if !fuse_available() {

@@ -5,6 +5,7 @@
 //! and unmount calls which are needed to establish a fd to talk to the kernel driver.
 
 #![allow(dead_code)] // vendored (circlefs): upstream declares ABI structs it does not use
+#![allow(clippy::io_other_error)] // vendored (circlefs): upstream style, linted since the crate is a workspace member
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -89,6 +90,8 @@ mod dev_fuse;
 #[cfg(feature = "experimental")]
 pub mod experimental;
 mod forget_one;
+#[cfg(target_os = "linux")]
+mod handoff;
 mod ll;
 mod mnt;
 mod notify;

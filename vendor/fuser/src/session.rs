@@ -282,6 +282,7 @@ impl<FS: Filesystem> Session<FS> {
                     crate::uring::device_fd(&ch),
                     payload,
                     config.uring_threads_per_queue,
+                    config.uring_idle_handoff,
                     |thread_name| SessionEventLoop {
                         thread_name,
                         filesystem: filesystem.clone(),
@@ -608,10 +609,8 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         }
-                        let forget = matches!(
-                            op,
-                            Ok(Operation::Forget(_) | Operation::BatchForget(_))
-                        );
+                        let forget =
+                            matches!(op, Ok(Operation::Forget(_) | Operation::BatchForget(_)));
                         req.dispatch(self);
                         if let Some(pause) = self.forget_pause.filter(|_| forget) {
                             thread::sleep(pause);

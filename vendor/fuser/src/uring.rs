@@ -40,6 +40,7 @@ use log::warn;
 
 use crate::Filesystem;
 use crate::channel::ChannelSender;
+use crate::handoff::Handoff;
 use crate::ll::Operation;
 use crate::reply::ReplyEmpty;
 use crate::reply::ReplySender;
@@ -362,9 +363,11 @@ pub(crate) fn start<FS: Filesystem + Send + Sync + 'static>(
     fd: RawFd,
     payload_cap: usize,
     per_queue: usize,
+    idle_handoff: bool,
     mut make_loop: impl FnMut(String) -> SessionEventLoop<FS>,
 ) -> Started {
     let (cpus, online) = queues();
+    let handoff = Handoff::new(idle_handoff);
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
     let mut ok = true;
@@ -380,9 +383,10 @@ pub(crate) fn start<FS: Filesystem + Send + Sync + 'static>(
             let name = format!("fuser-ring-{qid}-{i}");
             let se = make_loop(name.clone());
             let tx = tx.clone();
+            let handoff = handoff.clone();
             match thread::Builder::new()
                 .name(name)
-                .spawn(move || serve(&se, fd, qid, payload_cap, &tx))
+                .spawn(move || serve(&se, fd, qid, payload_cap, &handoff, &tx))
             {
                 Ok(h) => threads.push(h),
                 Err(e) => {
@@ -410,9 +414,11 @@ fn serve<FS: Filesystem>(
     fd: RawFd,
     qid: usize,
     payload_cap: usize,
+    handoff: &Arc<Handoff>,
     ready: &mpsc::Sender<io::Result<()>>,
 ) {
     pin_to_cpu(qid);
+    let mut seat = handoff.seat();
     let setup = || -> io::Result<(IoUring<squeue::Entry128, cqueue::Entry>, Arc<Slot>)> {
         // Single issuer with deferred task work: the kernel hands this
         // thread its request when it waits in io_uring_enter, without
@@ -482,24 +488,46 @@ fn serve<FS: Filesystem>(
     // `last` is pushed before each wait, but for the registration still
     // pending.
     let mut push = first.is_some();
+    let mut large = false;
     if push {
-        last = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid16, handle(se, &slot), None);
+        let (commit, l) = handle_sized(se, &slot);
+        last = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid16, commit, None);
+        large = l;
     }
     loop {
+        if push {
+            // The reply is committed (and the caller woken) in the wait.
+            seat.before_wait(large);
+        }
         // SAFETY: as at the first push.
         if push && unsafe { ring.submission().push(&last) }.is_err() {
             error!("io_uring queue {qid}: submission queue full");
             return;
         }
         push = true;
-        if !wait_and_handle(se, &mut ring, &slot, fd, qid16, &mut last) {
-            return;
+        match wait_and_handle(se, &mut ring, &slot, fd, qid16, &mut last) {
+            Some(l) => large = l,
+            None => return,
         }
     }
 }
 
+/// Requests moving more than this many bytes (a read's reply, a write's
+/// data) are large: their thread waits at `SCHED_OTHER` afterwards (see
+/// `handoff`).
+const LARGE: u32 = 64 * 1024;
+
+/// [`handle`], and whether the request was large.
+fn handle_sized<FS: Filesystem>(se: &SessionEventLoop<FS>, slot: &Arc<Slot>) -> (u64, bool) {
+    let in_sz = slot.bufs.read_u32(ENT_IN_OUT + 16);
+    let commit = handle(se, slot);
+    let out_sz = slot.bufs.read_u32(ENT_IN_OUT + 16);
+    (commit, in_sz.max(out_sz) > LARGE)
+}
+
 /// Submit what is queued, wait for the next request, handle it and queue
-/// its commit in `last`. False when the queue is done (unmounted).
+/// its commit in `last`; whether it was large. None when the queue is done
+/// (unmounted).
 fn wait_and_handle<FS: Filesystem>(
     se: &SessionEventLoop<FS>,
     ring: &mut IoUring<squeue::Entry128, cqueue::Entry>,
@@ -507,14 +535,14 @@ fn wait_and_handle<FS: Filesystem>(
     fd: RawFd,
     qid: u16,
     last: &mut squeue::Entry128,
-) -> bool {
+) -> Option<bool> {
     loop {
         match ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => {
                 error!("io_uring queue {qid}: {e}");
-                return false;
+                return None;
             }
         }
         let Some(r) = ring.completion().next().map(|c| c.result()) else {
@@ -525,7 +553,7 @@ fn wait_and_handle<FS: Filesystem>(
                 libc::EINTR | libc::EAGAIN => {
                     // SAFETY: as at the first push.
                     if unsafe { ring.submission().push(last) }.is_err() {
-                        return false;
+                        return None;
                     }
                     continue;
                 }
@@ -534,17 +562,17 @@ fn wait_and_handle<FS: Filesystem>(
                         "io_uring queue {qid}: done ({})",
                         io::Error::from_raw_os_error(-r)
                     );
-                    return false;
+                    return None;
                 }
                 e => {
                     error!("io_uring queue {qid}: {}", io::Error::from_raw_os_error(e));
-                    return false;
+                    return None;
                 }
             }
         }
-        let commit = handle(se, slot);
+        let (commit, large) = handle_sized(se, slot);
         *last = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid, commit, None);
-        return true;
+        return Some(large);
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Config {
     /// kernel grants it; then one event loop thread reads the device (for
     /// forgets and interrupts) in place of `n_threads`. 0: not used.
     pub uring_threads_per_queue: usize,
+    /// Ring threads wait at `SCHED_IDLE` while nothing else competes for
+    /// their CPU (circlefs patch, `src/handoff.rs`), when the process may
+    /// leave that policy again (`CAP_SYS_NICE`).
+    pub uring_idle_handoff: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
