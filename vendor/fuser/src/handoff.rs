@@ -21,7 +21,10 @@
 //! machine's waits (the caller's own threads, the daemon's, kernel
 //! workers: 0.3-1.3 ms now and then during `git add`) seldom fill it; a
 //! CPU-bound process fills it within two or three requests (12 ms each,
-//! typically), which costs 40-90 ms once, then a doubling hold.
+//! typically), which costs 40-90 ms once, then a doubling hold. A thread
+//! kept waiting in the middle of a request may hold a lock other requests
+//! need (the store's write lock, say), so the stall can reach them too:
+//! once per contention onset, not more.
 //!
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20),
 //! so the hand-off is used only when a probe thread could go there and
