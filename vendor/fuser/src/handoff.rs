@@ -41,6 +41,7 @@ use std::sync::atomic::Ordering;
 
 use log::debug;
 use log::info;
+use log::warn;
 
 /// Waits for the CPU at `SCHED_IDLE` beyond this (in the leaky bucket,
 /// which drains at [`DRAIN`] of real time) end the hand-off for a hold.
@@ -143,7 +144,9 @@ impl Handoff {
         } else {
             HOLD_MIN_NS
         };
-        info!(
+        // A warning: rare (holds double while competition lasts) and the
+        // one sign that the hand-off is paused.
+        warn!(
             "ring threads: {} ms waiting for the CPU at SCHED_IDLE; SCHED_OTHER for {} ms",
             bucket / 1_000_000,
             hold / 1_000_000
