@@ -17,7 +17,7 @@
 //! fill it, time drains it at a tenth of real time, and when it holds
 //! more than [`STALL_NS`] every ring thread goes back to `SCHED_OTHER` for
 //! a hold that doubles, from [`HOLD_MIN_NS`] up to [`HOLD_MAX_NS`], while
-//! competition comes back within one hold length of the last. A quiet
+//! competition comes back within [`RESET_AFTER`] hold lengths of the last. A quiet
 //! machine's waits (the caller's own threads, the daemon's, kernel
 //! workers: 0.3-1.3 ms now and then during `git add`) seldom fill it; a
 //! CPU-bound process fills it within two or three requests (12 ms each,
@@ -55,6 +55,12 @@ pub(crate) const CHECK_NS: u64 = 1_000_000;
 pub(crate) const HOLD_MIN_NS: u64 = 100_000_000;
 /// Longest hold.
 pub(crate) const HOLD_MAX_NS: u64 = 64_000_000_000;
+/// A stall within this many hold lengths of the last hold's end doubles
+/// the hold; later, the hold starts again from [`HOLD_MIN_NS`]. Eight, so
+/// that competition coming and going (a CPU-bound burst every few hundred
+/// milliseconds) soon finds the hand-off off for a minute rather than
+/// paying a stall at each burst.
+pub(crate) const RESET_AFTER: u64 = 8;
 
 /// A ring thread and its scheduling policy, as last set.
 struct Member {
@@ -134,12 +140,13 @@ impl Handoff {
     }
 
     /// Start a hold: every ring thread back to `SCHED_OTHER`, for twice
-    /// the last hold if that ended less than its own length ago, else for
-    /// the shortest.
+    /// the last hold if that ended less than [`RESET_AFTER`] of its own
+    /// lengths ago, else for the shortest.
     fn hold(&self, now: u64, bucket: u64) {
         let mut st = self.lock();
         let until = self.until.load(Ordering::Relaxed);
-        let hold = if st.hold > 0 && now < until.saturating_add(st.hold) {
+        let recent = until.saturating_add(st.hold.saturating_mul(RESET_AFTER));
+        let hold = if st.hold > 0 && now < recent {
             st.hold.saturating_mul(2).min(HOLD_MAX_NS)
         } else {
             HOLD_MIN_NS
@@ -363,16 +370,20 @@ mod tests {
         // During the hold the thread stays SCHED_OTHER.
         me.before_wait(false);
         assert_eq!(policy(0), libc::SCHED_OTHER);
-        // A stall again right after the hold doubles it.
-        h.until.store(monotonic_ns(), Ordering::Relaxed);
+        // A stall again soon after the hold (within eight of its lengths)
+        // doubles it.
+        h.until.store(
+            monotonic_ns().saturating_sub(RESET_AFTER * HOLD_MIN_NS / 2),
+            Ordering::Relaxed,
+        );
         go_idle(&me);
         stalled(&mut me);
         me.before_wait(false);
         assert_eq!(h.lock().hold, 2 * HOLD_MIN_NS);
         assert_eq!(policy(0), libc::SCHED_OTHER);
-        // Long after a hold, a stall starts again from the shortest.
+        // Later than that, a stall starts again from the shortest.
         h.until.store(
-            monotonic_ns().saturating_sub(10 * HOLD_MAX_NS),
+            monotonic_ns().saturating_sub(RESET_AFTER * 2 * HOLD_MIN_NS + 1),
             Ordering::Relaxed,
         );
         go_idle(&me);
