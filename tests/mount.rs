@@ -641,14 +641,7 @@ fn nothing_in_clear_in_the_store() {
 /// How many of the daemon's threads have a name that `is` accepts, once
 /// `want` have started (they start after the mount is up) or after 5 s.
 fn threads_where(m: &Mount, is: impl Fn(&str) -> bool, want: usize) -> usize {
-    let pid = m.daemon_pid().expect("daemon pid");
-    let count = || {
-        fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(|e| fs::read_to_string(e.unwrap().path().join("comm")).ok())
-            .filter(|c| is(c.trim_end()))
-            .count()
-    };
+    let count = || tasks(m).iter().filter(|(c, _)| is(c)).count();
     for _ in 0..100 {
         if count() >= want {
             break;
@@ -656,6 +649,19 @@ fn threads_where(m: &Mount, is: impl Fn(&str) -> bool, want: usize) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     count()
+}
+
+/// The daemon's threads: name and `/proc/PID/task/TID` directory.
+fn tasks(m: &Mount) -> Vec<(String, PathBuf)> {
+    let pid = m.daemon_pid().expect("daemon pid");
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.unwrap().path();
+            let comm = fs::read_to_string(dir.join("comm")).ok()?;
+            Some((comm.trim_end().to_owned(), dir))
+        })
+        .collect()
 }
 
 /// Threads serving a CPU's io_uring queue (`fuser-ring-CPU-N`).
@@ -779,15 +785,10 @@ fn uring_queues_serve_every_cpu_when_the_kernel_offers_them() {
 /// Scheduling policy of each ring thread (`fuser-ring-*`), from field 41
 /// of `/proc/PID/task/TID/stat`.
 fn ring_policies(m: &Mount) -> Vec<i32> {
-    let pid = m.daemon_pid().expect("daemon pid");
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|e| {
-            let dir = e.unwrap().path();
-            let comm = fs::read_to_string(dir.join("comm")).ok()?;
-            if !comm.starts_with("fuser-ring-") {
-                return None;
-            }
+    tasks(m)
+        .into_iter()
+        .filter(|(comm, _)| comm.starts_with("fuser-ring-"))
+        .filter_map(|(_, dir)| {
             let stat = fs::read_to_string(dir.join("stat")).ok()?;
             // Fields after the parenthesised name start at field 3.
             let rest = &stat[stat.rfind(')')? + 1..];

@@ -190,7 +190,7 @@ impl Seat {
     /// (streaming I/O, where the reader and the ring threads gain from
     /// spreading over CPUs) and during a hold, `SCHED_IDLE` otherwise.
     pub(crate) fn before_wait(&mut self, large: bool) {
-        let Some(me) = self.me.clone() else {
+        let Some(me) = self.me.as_deref() else {
             return;
         };
         let now = monotonic_ns();
