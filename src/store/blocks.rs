@@ -524,19 +524,8 @@ fn read_entries(f: &File, first: BlockIndex, out: &mut [u8]) -> Result<(), Store
 /// from `first` on (a missing or cut page ends the count).
 fn read_pages(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
     let n = buf.len() / PAGE;
-    if n == 1 && !(first.0 + 1).is_multiple_of(GROUP) {
-        // A single page (a random read) is read with the page after it
-        // in one request: a cold random read of a file then costs the
-        // disk about half as many requests, as the next page is often
-        // asked for soon (a neighbour read, the kernel's readahead).
-        let Ok(off) = offset(page_offset(first.0)) else {
-            return Ok(0);
-        };
-        let mut two = [0u8; 2 * PAGE];
-        let got = read_full(f, off, &mut two)?;
-        let one = got.min(PAGE);
-        buf[..one].copy_from_slice(&two[..one]);
-        return Ok(one / PAGE);
+    if n == 1 {
+        return read_one_page(f, first, buf);
     }
     for (k, c) in segments(first, n) {
         let Ok(off) = offset(page_offset(first.0.saturating_add(k as u64))) else {
@@ -548,6 +537,50 @@ fn read_pages(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, Stor
         }
     }
     Ok(n)
+}
+
+/// Pages read around a single page missing from the page cache: the
+/// aligned run of `CLUSTER` pages (32 KiB) that holds it, inside one
+/// group as `GROUP` is a multiple of it.
+pub const CLUSTER: u64 = 8;
+const _: () = assert!(GROUP.is_multiple_of(CLUSTER));
+
+/// Read the data page of block `first` into `buf` (one PAGE): returns 1,
+/// or 0 if the file does not hold it whole.
+///
+/// From the page cache if it is there (`preadv2` with `RWF_NOWAIT`:
+/// nothing else is copied); else with the rest of its cluster in one read,
+/// for about the device time of the one page: the neighbours of a page
+/// read at random are often asked for soon (a nearby read, the kernel's
+/// readahead), and then come from the cache.
+fn read_one_page(f: &File, first: BlockIndex, buf: &mut [u8]) -> Result<usize, StoreError> {
+    let Ok(off) = offset(page_offset(first.0)) else {
+        return Ok(0);
+    };
+    let page = &mut buf[..PAGE];
+    let mut io = [std::io::IoSliceMut::new(page)];
+    match rustix::io::preadv2(f, &mut io, off, rustix::io::ReadWriteFlags::NOWAIT) {
+        Ok(got) if got == PAGE => return Ok(1),
+        Ok(_) => {}
+        // Not cached (EAGAIN), or no RWF_NOWAIT here (EOPNOTSUPP): read it.
+        Err(e)
+            if e == rustix::io::Errno::INTR
+                || e == rustix::io::Errno::AGAIN
+                || e == rustix::io::Errno::OPNOTSUPP => {}
+        Err(e) => return Err(std::io::Error::from(e).into()),
+    }
+    let at = first.0 % CLUSTER;
+    let Ok(start) = offset(page_offset(first.0 - at)) else {
+        return Ok(0);
+    };
+    let mut run = vec![0u8; CLUSTER as usize * PAGE];
+    let got = read_full(f, start, &mut run)?;
+    let from = at as usize * PAGE;
+    if got < from + PAGE {
+        return Ok(0);
+    }
+    buf[..PAGE].copy_from_slice(&run[from..from + PAGE]);
+    Ok(1)
 }
 
 /// Read into `buf` at `off` until it is full or the file ends; the bytes
@@ -977,6 +1010,47 @@ mod tests {
             );
             assert!(!is_direct(&b.pages), "the description is left buffered");
         }
+    }
+
+    /// A single page comes from the page cache when it is there (nothing
+    /// read from storage), else with the rest of its aligned cluster in
+    /// one read, so that its neighbours then come from the cache; a
+    /// cluster cut by the end of the file, and a page past it, as well.
+    #[test]
+    fn single_pages_read_their_cluster_when_cold() {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let b = scratch_blocks(dir.path());
+        let c = CLUSTER as usize;
+        let n = 2 * c + 3;
+        let data: Vec<u8> = (0..n * PAGE).map(|i| (i % 241) as u8).collect();
+        let e = marked(n, 4);
+        b.write_run(BlockIndex(0), &e, &data, &e).unwrap();
+        b.sync_data().unwrap();
+        let evict =
+            || posix_fadvise(&b.pages, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        let page = |i: usize| &data[i * PAGE..(i + 1) * PAGE];
+        let mut one = SlotBuf::new(PAGE);
+        let read = |i: usize, one: &mut SlotBuf| {
+            let before = storage_reads();
+            let got = pages_of(&b, BlockIndex(i as u64), one.as_mut());
+            (got, storage_reads() - before)
+        };
+        evict();
+        let (got, cold) = read(c + 1, &mut one);
+        assert_eq!(got, 1);
+        assert_eq!(one.as_ref(), page(c + 1));
+        assert!(cold >= (c * PAGE) as u64, "the cluster read: {cold} bytes");
+        for i in [c, 2 * c - 1] {
+            assert_eq!(read(i, &mut one), (1, 0), "block {i} from the cache");
+            assert_eq!(one.as_ref(), page(i));
+        }
+        let (got, _) = read(2 * c + 2, &mut one);
+        assert_eq!(got, 1, "the last page, its cluster cut by the end");
+        assert_eq!(one.as_ref(), page(2 * c + 2));
+        assert_eq!(read(2 * c, &mut one), (1, 0), "its cluster came with it");
+        assert_eq!(read(n, &mut one).0, 0, "past the end");
+        assert_eq!(read(n + c, &mut one).0, 0, "a cluster past the end");
     }
 
     #[test]
