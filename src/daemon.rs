@@ -270,6 +270,33 @@ pub fn serve(
         });
     }
 
+    // WAL checkpoints on their own thread (store::checkpointer): the
+    // flusher's commits then never copy the log while requests wait.
+    let checkpoints = if opts.no_batch {
+        None
+    } else {
+        match ws.vault().store().hand_off_checkpoints() {
+            Ok(ckpt) => {
+                let stopper = ckpt.stopper();
+                let ws = ws.clone();
+                match std::thread::Builder::new()
+                    .name("checkpoint".into())
+                    .spawn(move || ws.vault().store().run_checkpoints(&ckpt))
+                {
+                    Ok(t) => Some((stopper, t)),
+                    Err(e) => {
+                        log::warn!("no checkpoint thread ({e}): commits checkpoint the WAL");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!("no checkpoint connection ({e}): commits checkpoint the WAL");
+                None
+            }
+        }
+    };
+
     // Membership changes made by other processes.
     {
         let ws = ws.clone();
@@ -291,6 +318,12 @@ pub fn serve(
     }
     let r = fsession.run();
     stop.store(true, Ordering::Relaxed);
+    if let Some((stopper, t)) = checkpoints {
+        stopper.stop();
+        if t.join().is_err() {
+            log::error!("the checkpoint thread panicked");
+        }
+    }
     sig_handle.close();
     if let Err(e) = ws.shutdown() {
         log::error!("final flush failed: {e}");

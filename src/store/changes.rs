@@ -72,6 +72,29 @@ fn triggers(origin: i64) -> String {
         .replace("{feed_on}", FEED_ON_FN)
 }
 
+/// Drops every feed trigger (a connection whose mount is alone).
+const DROP_TRIGGERS: &str = "DROP TRIGGER IF EXISTS temp.circlefs_feed_record;\n\
+     DROP TRIGGER IF EXISTS temp.circlefs_feed_gone;\n\
+     DROP TRIGGER IF EXISTS temp.circlefs_feed_INSERT;\n\
+     DROP TRIGGER IF EXISTS temp.circlefs_feed_DELETE;";
+
+/// Make the feed triggers of `origin` exist on `c` or not, as `on` says.
+/// A TEMP schema change makes the connection prepare its cached
+/// statements again once: done only when the presence of other mounts
+/// changes, not per transaction.
+pub(super) fn set_triggers(
+    c: &rusqlite::Connection,
+    origin: i64,
+    on: bool,
+) -> Result<(), StoreError> {
+    if on {
+        c.execute_batch(&triggers(origin))?;
+    } else {
+        c.execute_batch(DROP_TRIGGERS)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// From now on, every record, link and name change made through this
     /// connection is written to the feed under `origin` (the mount's id).
@@ -100,7 +123,14 @@ impl Store {
                 | rusqlite::functions::FunctionFlags::SQLITE_INNOCUOUS,
             move |_| Ok(on.load(std::sync::atomic::Ordering::Relaxed)),
         )?;
-        conn.execute_batch(&triggers(origin))?;
+        // With a probe, the triggers come and go with the other mounts
+        // (see `Store::gate_feed`): a trigger that exists costs each
+        // delete, insert and record update a sub-program run even when
+        // its WHEN is false.
+        if probe.is_none() {
+            set_triggers(&conn.c, origin, true)?;
+            conn.feed_triggers = Some(true);
+        }
         conn.feed_probe = probe;
         Ok(*self.feed_origin.get_or_init(|| origin))
     }
@@ -223,18 +253,38 @@ mod tests {
             a.commit_pending().unwrap();
             b.read(|tx| tx.changes_since(0, 0, 100)).unwrap().len()
         };
+        let triggers = || {
+            a.read(|tx| {
+                Ok::<i64, StoreError>(tx.c.query_row(
+                    "SELECT COUNT(*) FROM sqlite_temp_master WHERE type = 'trigger'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
+        };
         for group in [false, true] {
             a.set_group_commit(group).unwrap();
             let before = touch(1);
             assert_eq!(touch(2), before, "alone: nothing logged (group {group})");
+            assert_eq!(triggers(), 0, "alone: no triggers (group {group})");
             let (other, _) = b.mount_lock().unwrap();
+            if !group {
+                // A failed write takes back the triggers it made: the
+                // next one makes them again.
+                let failed = a.write(|_| Err::<(), _>(StoreError::Corrupt("no".into())));
+                assert!(failed.is_err());
+                assert_eq!(triggers(), 0, "rolled back with the write");
+            }
             assert_eq!(
                 touch(3),
                 before + 1,
                 "another mount: logged (group {group})"
             );
+            assert_eq!(triggers(), 4, "another mount: triggers (group {group})");
             drop(other);
             assert_eq!(touch(4), before + 1, "alone again (group {group})");
+            assert_eq!(triggers(), 0, "alone again: none (group {group})");
         }
         // The probe's lock gone: logged, the careful answer.
         drop(mine);

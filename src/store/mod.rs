@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod changes;
+mod checkpointer;
 pub mod files;
 pub mod inline;
 pub mod rows;
@@ -18,6 +19,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::ids::InodeId;
 
+pub use checkpointer::{CheckpointStopper, Checkpointer};
 pub use rows::Tx;
 
 /// Errors of the store layer.
@@ -94,6 +96,12 @@ pub(crate) struct Conn {
     /// Asked at the start of each write transaction whether the change
     /// feed is needed (see [`Store::record_changes`]); None: always.
     feed_probe: Option<blocks::PresenceProbe>,
+    /// Whether the feed triggers exist on this connection now (None: not
+    /// known, after a rolled-back batch that may have made or dropped them).
+    feed_triggers: Option<bool>,
+    /// Told after each commit once checkpoints are handed to a
+    /// [`Checkpointer`] ([`Store::hand_off_checkpoints`]).
+    ckpt: Option<std::sync::Arc<checkpointer::Due>>,
 }
 
 impl std::ops::Deref for Conn {
@@ -247,6 +255,8 @@ impl Store {
                 batch: None,
                 doomed: Vec::new(),
                 feed_probe: None,
+                feed_triggers: Some(false),
+                ckpt: None,
             }),
             batch_opened: Condvar::new(),
             flusher_parked: AtomicBool::new(false),
@@ -371,16 +381,38 @@ impl Store {
         // (locals drop in reverse order).
         let _done = CountOnDrop(&self.writes_done);
         if !self.group.load(Ordering::Relaxed) {
-            let c = &*conn;
-            return in_tx(&c.c, c.touch.as_ref(), "BEGIN IMMEDIATE", |tx| {
-                self.gate_feed(c);
+            let c = &mut *conn;
+            let gate = std::cell::Cell::new(None);
+            let r = in_tx(&c.c, c.touch.as_ref(), "BEGIN IMMEDIATE", |tx| {
+                gate.set(Some(self.gate_feed(
+                    &c.c,
+                    c.feed_probe.as_ref(),
+                    c.feed_triggers,
+                )?));
                 f(tx)
             });
+            if let Some(t) = gate.get() {
+                // A failed transaction took back what the gate did (or
+                // failed to: not known).
+                c.feed_triggers = if r.is_ok() { t } else { None };
+            }
+            if let (Ok(_), Some(d)) = (&r, &c.ckpt) {
+                d.after_commit();
+            }
+            return r;
         }
         if conn.batch.is_none() {
             exec(&conn.c, "BEGIN IMMEDIATE")?;
+            match self.gate_feed(&conn.c, conn.feed_probe.as_ref(), conn.feed_triggers) {
+                Ok(t) => conn.feed_triggers = t,
+                Err(e) => {
+                    if let Err(re) = exec(&conn.c, "ROLLBACK") {
+                        log::error!("rollback failed: {re}");
+                    }
+                    return Err(e.into());
+                }
+            }
             conn.batch = Some(Instant::now());
-            self.gate_feed(&conn);
             if self.flusher_parked.load(Ordering::Relaxed) {
                 self.batch_opened.notify_all();
             }
@@ -400,6 +432,7 @@ impl Store {
                     // SQLite rolled the whole batch back (I/O error, full disk).
                     log::error!("a failed operation rolled back the uncommitted batch");
                     conn.batch = None;
+                    conn.feed_triggers = None;
                 } else if let Err(re) =
                     exec(&conn.c, "ROLLBACK TO op").and_then(|_| exec(&conn.c, "RELEASE op"))
                 {
@@ -412,10 +445,26 @@ impl Store {
 
     /// With the write lock just taken: whether the transaction's changes
     /// go to the feed (always, unless a probe finds no other mount).
-    fn gate_feed(&self, conn: &Conn) {
-        if let Some(p) = &conn.feed_probe {
-            self.feed_on.store(p.others_present(), Ordering::Relaxed);
+    /// The feed triggers are made to exist exactly while it goes to the
+    /// feed; returns whether they exist.
+    fn gate_feed(
+        &self,
+        c: &Connection,
+        probe: Option<&blocks::PresenceProbe>,
+        triggers: Option<bool>,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(p) = probe else {
+            return Ok(triggers);
+        };
+        let on = p.others_present();
+        self.feed_on.store(on, Ordering::Relaxed);
+        if triggers != Some(on)
+            && let Some(origin) = self.feed_origin.get()
+        {
+            changes::set_triggers(c, *origin, on)?;
+            return Ok(Some(on));
         }
+        Ok(triggers)
     }
 
     /// Tell `f` of every change each later write through this connection
@@ -515,7 +564,11 @@ impl Store {
             }
             // The rows of the doomed files are back: keep the files.
             conn.doomed.clear();
+            conn.feed_triggers = None;
             return Err(e);
+        }
+        if let Some(d) = &conn.ckpt {
+            d.after_commit();
         }
         for p in conn.doomed.drain(..) {
             blocks::remove_file(&p)?;
@@ -576,6 +629,43 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Hand this connection's WAL checkpoints to the returned
+    /// [`Checkpointer`], to run on a thread of the caller's (see
+    /// [`checkpointer`]): a commit then checkpoints itself only if that
+    /// falls [`checkpointer::FALLBACK`] pages behind.
+    pub fn hand_off_checkpoints(&self) -> Result<Checkpointer, StoreError> {
+        let (ckpt, due) = Checkpointer::open(&self.root.join(DB_FILE))?;
+        let mut conn = self.lock()?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpointer::FALLBACK)?;
+        conn.ckpt = Some(due);
+        Ok(ckpt)
+    }
+
+    /// Run the checkpoints `ckpt` is asked for, until it is stopped (see
+    /// [`checkpointer`]). Each is two `PASSIVE` checkpoints through its
+    /// connection: the first while commits go on, which copies the log's
+    /// pages and syncs the database file with nobody waiting; the second
+    /// with this connection held and its batch committed, for what was
+    /// committed meanwhile (a few pages, a small sync). Only a
+    /// transaction that begins with the whole log copied starts the log
+    /// again from its beginning, and with group commit the next batch
+    /// begins while the first checkpoint runs.
+    pub fn run_checkpoints(&self, ckpt: &Checkpointer) {
+        while ckpt.wait_due() {
+            if let Err(e) = self.checkpoint_twice(ckpt) {
+                log::warn!("WAL checkpoint failed: {e}");
+            }
+        }
+    }
+
+    fn checkpoint_twice(&self, ckpt: &Checkpointer) -> Result<(), StoreError> {
+        ckpt.checkpoint()?;
+        let mut conn = self.lock()?;
+        Self::commit_locked(&mut conn)?;
+        ckpt.checkpoint()?;
+        Ok(())
     }
 
     /// Relax durability for a mount's connection: commits are ordered but
@@ -927,5 +1017,91 @@ mod tests {
         // A read transaction's version is that of what it read.
         let v4 = a.read(|tx| a.version_in(tx)).unwrap();
         assert_eq!(v4, v3);
+    }
+
+    /// Log pages of the store at `root` not yet copied into its database,
+    /// and the bytes of its log file.
+    fn wal_state(root: &Path) -> (u32, u64) {
+        let shm = std::fs::File::open(root.join(format!("{DB_FILE}-shm"))).unwrap();
+        let pending = checkpointer::pending_frames(&shm).unwrap();
+        let len = std::fs::metadata(root.join(format!("{DB_FILE}-wal")))
+            .unwrap()
+            .len();
+        (pending, len)
+    }
+
+    /// Write about `pages` database pages, 100 per transaction, waiting
+    /// after each for the checkpointer (if `wait`) to bring the log
+    /// below the due mark, else a millisecond; the largest log file seen.
+    fn fill(s: &Store, root: &Path, pages: usize, wait: bool, tag: char) -> u64 {
+        // New content each call: SQLite writes no page a row update leaves as it was.
+        let page = tag.to_string().repeat(3000);
+        let mut largest = 0;
+        for t in 0..pages / 100 {
+            s.write(|tx| {
+                for k in 0..100 {
+                    tx.meta_set(&format!("fill-{t}-{k}"), &page)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+            s.commit_pending().unwrap();
+            if !wait {
+                // As requests come: a mount writes far less than a
+                // loop of inserts could.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let t0 = Instant::now();
+            while wait && wal_state(root).0 >= checkpointer::DUE {
+                assert!(t0.elapsed() < Duration::from_secs(20), "no checkpoint");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            largest = largest.max(wal_state(root).1);
+        }
+        largest
+    }
+
+    /// With checkpoints handed to a checkpointer, its thread copies the
+    /// log into the database and the log starts again from its
+    /// beginning (its file stays near the due mark); without the thread,
+    /// the committing connection checkpoints only at the fallback mark.
+    #[test]
+    fn a_checkpointer_keeps_the_log_short_and_the_fallback_bounds_it() {
+        const WAL_FRAME: u64 = 4096 + 24;
+        for group in [false, true] {
+            let (_dir, root, a, _b) = two_connections();
+            let a = std::sync::Arc::new(a);
+            a.set_group_commit(group).unwrap();
+            let ckpt = a.hand_off_checkpoints().unwrap();
+            let stopper = ckpt.stopper();
+            let runner = a.clone();
+            let t = std::thread::spawn(move || runner.run_checkpoints(&ckpt));
+            let largest = fill(&a, &root, 4 * checkpointer::DUE as usize, true, 'a');
+            assert!(
+                largest < 2 * u64::from(checkpointer::DUE) * WAL_FRAME,
+                "log file {largest} bytes (group {group})"
+            );
+            // Written on, as a busy mount commits: a checkpoint never
+            // catches up with the log unless it holds the commits off at
+            // its end, and then the log would grow to the fallback mark.
+            let largest = fill(&a, &root, 2 * checkpointer::FALLBACK as usize, false, 'b');
+            assert!(
+                largest < u64::from(checkpointer::FALLBACK / 2) * WAL_FRAME,
+                "log file {largest} bytes, written on (group {group})"
+            );
+            stopper.stop();
+            t.join().unwrap();
+            // Stopped: the log grows past the due mark, up to the fallback.
+            let largest = fill(&a, &root, 3 * checkpointer::DUE as usize, false, 'c');
+            assert!(
+                largest > 2 * u64::from(checkpointer::DUE) * WAL_FRAME,
+                "log file {largest} bytes without the thread (group {group})"
+            );
+            let largest = fill(&a, &root, checkpointer::FALLBACK as usize, false, 'd');
+            assert!(
+                largest < u64::from(checkpointer::FALLBACK + checkpointer::DUE) * WAL_FRAME,
+                "log file {largest} bytes: the fallback (group {group})"
+            );
+        }
     }
 }
