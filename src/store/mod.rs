@@ -102,6 +102,9 @@ pub(crate) struct Conn {
     /// Told after each commit once checkpoints are handed to a
     /// [`Checkpointer`] ([`Store::hand_off_checkpoints`]).
     ckpt: Option<std::sync::Arc<checkpointer::Due>>,
+    /// Bytes of the database file this connection last had SQLite map
+    /// (see [`Store::remap`]).
+    mapped: u64,
 }
 
 impl std::ops::Deref for Conn {
@@ -257,6 +260,7 @@ impl Store {
                 feed_probe: None,
                 feed_triggers: Some(false),
                 ckpt: None,
+                mapped: 0,
             }),
             batch_opened: Condvar::new(),
             flusher_parked: AtomicBool::new(false),
@@ -665,6 +669,26 @@ impl Store {
         let mut conn = self.lock()?;
         Self::commit_locked(&mut conn)?;
         ckpt.checkpoint()?;
+        self.remap(&mut conn)
+    }
+
+    /// Have SQLite map as much of the grown database file as
+    /// [`MMAP_BYTES`] allows. A connection maps the file when it first
+    /// reads through the map and maps it again only when it grows the file
+    /// itself (its own checkpoints) or sees another connection's commit:
+    /// with the checkpoints on the checkpointer's connection, this one
+    /// would read every page past its first map with `pread`. Setting
+    /// `mmap_size` to a new value maps the file again at its size (with
+    /// no transaction open, as here).
+    fn remap(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let len = std::fs::metadata(self.root.join(DB_FILE))?.len();
+        let bound = MMAP_BYTES as u64;
+        if len <= conn.mapped || conn.mapped >= bound {
+            return Ok(());
+        }
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES - 4096)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+        conn.mapped = len.min(bound);
         Ok(())
     }
 
@@ -773,26 +797,30 @@ mod tests {
         (dir, root, a, b)
     }
 
+    /// This process's maps of the database file of the store at `root`:
+    /// (bytes, permissions).
+    fn db_maps(root: &Path) -> Vec<(u64, String)> {
+        let db = root.join(DB_FILE).canonicalize().unwrap();
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(db.to_str().unwrap()))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (lo, hi) = f[0].split_once('-').unwrap();
+                let len =
+                    u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap();
+                (len, f[1].to_string())
+            })
+            .collect()
+    }
+
     /// The database pages a connection reads come from a read-only map of
     /// the database file, at most [`MMAP_BYTES`] of it.
     #[test]
     fn reads_come_from_a_bounded_map_of_the_database() {
         let (_dir, root, a, _b) = two_connections();
-        let maps = || -> Vec<(u64, String)> {
-            let db = root.join(DB_FILE).canonicalize().unwrap();
-            std::fs::read_to_string("/proc/self/maps")
-                .unwrap()
-                .lines()
-                .filter(|l| l.ends_with(db.to_str().unwrap()))
-                .map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    let (lo, hi) = f[0].split_once('-').unwrap();
-                    let len =
-                        u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap();
-                    (len, f[1].to_string())
-                })
-                .collect()
-        };
+        let maps = || db_maps(&root);
         // Grow the file past the bound, checkpoint it into the database
         // file, and read it back.
         let big = "x".repeat(3000);
@@ -1088,6 +1116,19 @@ mod tests {
             assert!(
                 largest < u64::from(checkpointer::FALLBACK / 2) * WAL_FRAME,
                 "log file {largest} bytes, written on (group {group})"
+            );
+            // The connection maps the database file as the checkpointer
+            // grows it.
+            assert_eq!(meta(&a, "fill-0-0").map(|v| v.len()), Some(3000));
+            let len = std::fs::metadata(root.join(DB_FILE)).unwrap().len();
+            let map = db_maps(&root)
+                .into_iter()
+                .map(|(l, _)| l)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                len > 8 << 20 && map > len / 2,
+                "{map} of {len} bytes mapped (group {group})"
             );
             stopper.stop();
             t.join().unwrap();
