@@ -9,11 +9,13 @@
 //! that leaves [`DUE`] pages or more not yet copied, to run a `PASSIVE`
 //! checkpoint through a second connection of its own. A passive
 //! checkpoint waits for no reader or writer: commits go on appending to
-//! the log meanwhile, and the next write transaction after a complete
-//! checkpoint starts the log again from its beginning, as before.
+//! the log meanwhile. Only a transaction that begins with the whole log
+//! copied starts the log again from its beginning, so a short second
+//! checkpoint follows with the mount's connection held (see
+//! [`super::Store::run_checkpoints`]), which also has SQLite map the
+//! grown database file again.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -44,11 +46,7 @@ const BACKFILL: usize = 96;
 /// in `shm` (<https://sqlite.org/walformat.html>); None when it cannot
 /// be read whole or a commit is writing its header.
 pub(crate) fn pending_frames(shm: &File) -> Option<u32> {
-    let mut b = [0u8; READ];
-    shm.read_exact_at(&mut b, 0).ok()?;
-    if b[..48] != b[48..96] {
-        return None;
-    }
+    let b = super::walindex::read_start::<READ>(shm)?;
     let word = |at: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
     };

@@ -30,6 +30,16 @@ const RECHECK: u32 = 256;
 /// The two header copies as read.
 pub(crate) type Header = [u8; HEADER];
 
+/// The first `N` bytes (at least the header's two copies) of the
+/// shared-memory file `shm`; None if they cannot be read whole or the
+/// copies differ (a commit is writing them).
+pub(crate) fn read_start<const N: usize>(shm: &File) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    shm.read_exact_at(&mut b, 0).ok()?;
+    let (one, two) = b.get(..HEADER)?.split_at(HEADER / 2);
+    (one == two).then_some(b)
+}
+
 /// The wal-index of one database file, as this connection last saw it.
 pub(crate) struct WalIndex {
     file: File,
@@ -60,9 +70,7 @@ impl WalIndex {
         if self.gone.load(Ordering::Relaxed) {
             return None;
         }
-        let mut h = [0u8; HEADER];
-        self.file.read_exact_at(&mut h, 0).ok()?;
-        (h[..HEADER / 2] == h[HEADER / 2..]).then_some(h)
+        read_start(&self.file)
     }
 
     /// The data version remembered with header `now`, if that is the
