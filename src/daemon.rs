@@ -275,26 +275,9 @@ pub fn serve(
     let checkpoints = if opts.no_batch {
         None
     } else {
-        match ws.vault().store().hand_off_checkpoints() {
-            Ok(ckpt) => {
-                let stopper = ckpt.stopper();
-                let ws = ws.clone();
-                match std::thread::Builder::new()
-                    .name("checkpoint".into())
-                    .spawn(move || ws.vault().store().run_checkpoints(&ckpt))
-                {
-                    Ok(t) => Some((stopper, t)),
-                    Err(e) => {
-                        log::warn!("no checkpoint thread ({e}): commits checkpoint the WAL");
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                log::warn!("no checkpoint connection ({e}): commits checkpoint the WAL");
-                None
-            }
-        }
+        start_checkpoints(&ws)
+            .map_err(|e| log::warn!("no checkpoint thread ({e}): commits checkpoint the WAL"))
+            .ok()
     };
 
     // Membership changes made by other processes.
@@ -332,6 +315,25 @@ pub fn serve(
         log::error!("final commit failed: {e}");
     }
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("FUSE session: {e}")))
+}
+
+/// Hand the store's WAL checkpoints to a thread of their own; what stops
+/// it, and the thread.
+fn start_checkpoints(
+    ws: &Arc<Workspace>,
+) -> std::result::Result<(crate::store::CheckpointStopper, std::thread::JoinHandle<()>), String> {
+    let ckpt = ws
+        .vault()
+        .store()
+        .hand_off_checkpoints()
+        .map_err(|e| e.to_string())?;
+    let stopper = ckpt.stopper();
+    let ws = ws.clone();
+    let t = std::thread::Builder::new()
+        .name("checkpoint".into())
+        .spawn(move || ws.vault().store().run_checkpoints(&ckpt))
+        .map_err(|e| e.to_string())?;
+    Ok((stopper, t))
 }
 
 /// Set the readahead of the mount at `mp` (its FUSE connection's own

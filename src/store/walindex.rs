@@ -30,6 +30,13 @@ const RECHECK: u32 = 256;
 /// The two header copies as read.
 pub(crate) type Header = [u8; HEADER];
 
+/// The shared-memory file (the wal-index) of database `db`.
+pub(crate) fn shm_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-shm");
+    p.into()
+}
+
 /// The first `N` bytes (at least the header's two copies) of the
 /// shared-memory file `shm`; None if they cannot be read whole or the
 /// copies differ (a commit is writing them).
@@ -53,9 +60,7 @@ pub(crate) struct WalIndex {
 impl WalIndex {
     /// The wal-index of database `db`, if its shared-memory file exists.
     pub(crate) fn open(db: &Path) -> Option<WalIndex> {
-        let mut p = db.as_os_str().to_owned();
-        p.push("-shm");
-        let file = File::open(p).ok()?;
+        let file = File::open(shm_path(db)).ok()?;
         Some(WalIndex {
             file,
             seen: Mutex::new(None),
